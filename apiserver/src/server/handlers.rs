@@ -1,0 +1,663 @@
+//! Resource requests: maps method + path onto the store, and the store's results onto
+//! responses (JSON, YAML, Table, watch streams).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::{json, Value};
+
+use apimachinery::labels::Selector;
+use apimachinery::patch;
+use apimachinery::status::{success_status, ApiError};
+
+use super::negotiation::{add_warnings, choose_output, content_type, decode_body, error_response, respond, Output};
+use super::path::ApiPath;
+use super::table::{partial_metadata, partial_metadata_list, to_table, IncludeObject};
+use super::App;
+use crate::registry::options::{first, DeleteOptions, ListOptions, WriteOptions};
+use crate::registry::store::{Store, WatchItem, Written};
+use crate::registry::Kind;
+
+pub struct Req<'a> {
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub query: HashMap<String, Vec<String>>,
+    pub body: Bytes,
+}
+
+fn with_kind(mut v: Value, kind: &Kind) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("kind".into(), json!(kind.info.kind));
+        o.insert("apiVersion".into(), json!(kind.info.api_version()));
+    }
+    v
+}
+
+fn single(status: StatusCode, output: Output, kind: &Kind, obj: Value, include: IncludeObject) -> Response {
+    let obj = with_kind(obj, kind);
+    match output {
+        Output::Table { v1beta1 } => {
+            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+            respond(status, output, &to_table(kind.info, &[&obj], json!({"resourceVersion": rv}), include, v1beta1))
+        }
+        Output::PartialMetadata { v1beta1 } => respond(status, Output::Json, &partial_metadata(&obj, v1beta1)),
+        _ => respond(status, output, &obj),
+    }
+}
+
+fn written(status: StatusCode, output: Output, kind: &Kind, w: Written) -> Response {
+    let mut r = single(status, output, kind, w.object, IncludeObject::Metadata);
+    add_warnings(&mut r, &w.warnings);
+    r
+}
+
+/// Every request on a resource path.
+pub async fn resource(app: &Arc<App>, p: ApiPath, req: Req<'_>) -> Result<Response, ApiError> {
+    let store = &app.store;
+    let kind = store.registry.get(&p.group, &p.plural).filter(|k| k.info.version == p.version);
+    let Some(kind) = kind else {
+        // `bindings` is a create-only resource with no storage of its own.
+        if p.group.is_empty() && p.plural == "bindings" && *req.method == Method::POST {
+            return binding(app, p.namespace.as_deref(), None, &req).await;
+        }
+        return Err(ApiError::not_found_path());
+    };
+    let kind = kind.as_ref();
+    if kind.info.namespaced && p.name.is_some() && p.namespace.is_none() {
+        return Err(ApiError::not_found_path());
+    }
+    let ns = if kind.info.namespaced { p.namespace.as_deref() } else { None };
+    if !kind.info.namespaced && p.namespace.is_some() {
+        return Err(ApiError::not_found_path());
+    }
+    let table_ok = *req.method == Method::GET;
+    let output = choose_output(req.headers, table_ok)?;
+    let include = IncludeObject::parse(first(&req.query, "includeObject"));
+    match (&p.name, &p.subresource) {
+        (None, _) => collection(store, kind, ns, &p, req, output, include).await,
+        (Some(name), None) => object(store, kind, ns, name, req, output, include).await,
+        (Some(name), Some(sub)) => {
+            if kind.info.subresource(sub).is_none() {
+                return Err(ApiError::not_found_path());
+            }
+            subresource(app, kind, ns, name, sub, req, output, include).await
+        }
+    }
+}
+
+async fn collection(
+    store: &Store,
+    kind: &Kind,
+    ns: Option<&str>,
+    p: &ApiPath,
+    req: Req<'_>,
+    output: Output,
+    include: IncludeObject,
+) -> Result<Response, ApiError> {
+    let m = req.method.clone();
+    if m == Method::GET {
+        let opts = ListOptions::parse(&req.query)?;
+        if opts.watch || p.watch_prefix {
+            return watch(store, kind, ns, &opts, output, include).await;
+        }
+        let list = store.list(kind, ns, &opts).await?;
+        let mut list_meta = json!({"resourceVersion": list.rev.to_string()});
+        if let Some(c) = &list.continue_token {
+            list_meta["continue"] = json!(c);
+        }
+        if let Some(r) = list.remaining {
+            list_meta["remainingItemCount"] = json!(r);
+        }
+        let items: Vec<&Value> = list.items.iter().map(|a| a.as_ref()).collect();
+        let body = match output {
+            Output::Table { v1beta1 } => to_table(kind.info, &items, list_meta, include, v1beta1),
+            Output::PartialMetadata { v1beta1 } => partial_metadata_list(&items, list_meta, v1beta1),
+            _ => json!({
+                "kind": format!("{}List", kind.info.kind),
+                "apiVersion": kind.info.api_version(),
+                "metadata": list_meta,
+                "items": items,
+            }),
+        };
+        let out = if matches!(output, Output::PartialMetadata { .. }) { Output::Json } else { output };
+        return Ok(respond(StatusCode::OK, out, &body));
+    }
+    if m == Method::POST {
+        if !kind.info.verbs.contains(&"create") {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+        let opts = WriteOptions::parse(&req.query)?;
+        let body = decode_body(&content_type(req.headers), &req.body)?;
+        let w = store.create(kind, ns, body, &opts).await?;
+        return Ok(written(StatusCode::CREATED, output, kind, w));
+    }
+    if m == Method::DELETE {
+        if !kind.info.verbs.contains(&"deletecollection") {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+        let lo = ListOptions::parse(&req.query)?;
+        let body = if req.body.is_empty() { None } else { Some(decode_body(&content_type(req.headers), &req.body)?) };
+        let dopts = DeleteOptions::parse(body.as_ref(), &req.query)?;
+        let items = store.delete_collection(kind, ns, &lo, &dopts).await?;
+        let list = json!({
+            "kind": format!("{}List", kind.info.kind),
+            "apiVersion": kind.info.api_version(),
+            "metadata": {},
+            "items": items,
+        });
+        return Ok(respond(StatusCode::OK, Output::Json, &list));
+    }
+    Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"))
+}
+
+async fn object(
+    store: &Store,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    req: Req<'_>,
+    output: Output,
+    include: IncludeObject,
+) -> Result<Response, ApiError> {
+    let m = req.method.clone();
+    if m == Method::GET {
+        let obj = store.get(kind, ns, name, first(&req.query, "resourceVersion")).await?;
+        return Ok(single(StatusCode::OK, output, kind, obj, include));
+    }
+    if m == Method::PUT {
+        let opts = WriteOptions::parse(&req.query)?;
+        let body = decode_body(&content_type(req.headers), &req.body)?;
+        let w = store.update(kind, ns, name, None, body, &opts).await?;
+        return Ok(written(StatusCode::OK, output, kind, w));
+    }
+    if m == Method::PATCH {
+        return patch_request(store, kind, ns, name, None, &req, output).await;
+    }
+    if m == Method::DELETE {
+        let body = if req.body.is_empty() { None } else { Some(decode_body(&content_type(req.headers), &req.body)?) };
+        let dopts = DeleteOptions::parse(body.as_ref(), &req.query)?;
+        let d = store.delete(kind, ns, name, &dopts).await?;
+        let status = StatusCode::OK;
+        if d.gone && kind.info.plural == "namespaces" {
+            let uid = d.object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+            return Ok(respond(status, Output::Json, &success_status(kind.info.group, kind.info.plural, name, uid)));
+        }
+        return Ok(single(status, output, kind, d.object, include));
+    }
+    Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"))
+}
+
+/// Applies a patch of any of the four types to `old`.
+pub fn apply_patch(kind: &Kind, ct: &str, patch_body: &Value, old: &Value) -> Result<Value, ApiError> {
+    let unprocessable = |e: patch::PatchError| ApiError::new(422, "Invalid", e.to_string());
+    match ct {
+        "application/json-patch+json" => {
+            let mut doc = old.clone();
+            if !patch_body.is_array() {
+                return Err(ApiError::bad_request("json patch must be a JSON array of operations"));
+            }
+            patch::json_patch::apply(&mut doc, patch_body).map_err(unprocessable)?;
+            Ok(doc)
+        }
+        "application/merge-patch+json" => {
+            if !patch_body.is_object() {
+                return Err(ApiError::bad_request("merge patch must be a JSON object"));
+            }
+            Ok(patch::merge::apply(old, patch_body))
+        }
+        "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+            let root = patch::meta::root_type(&kind.info.api_version(), kind.info.kind);
+            if !patch_body.is_object() {
+                return Err(ApiError::bad_request("strategic merge patch must be a JSON object"));
+            }
+            patch::strategic::apply(old, patch_body, root).map_err(|e| match e {
+                patch::PatchError::BadPatch(_) => ApiError::bad_request(e.to_string()),
+                other => unprocessable(other),
+            })
+        }
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+async fn patch_request(
+    store: &Store,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    req: &Req<'_>,
+    output: Output,
+) -> Result<Response, ApiError> {
+    let ct = content_type(req.headers);
+    let mut opts = WriteOptions::parse(&req.query)?;
+    let is_apply = ct == "application/apply-patch+yaml";
+    if !matches!(
+        ct.as_str(),
+        "application/json-patch+json"
+            | "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/apply-patch+yaml"
+    ) {
+        return Err(ApiError::unsupported_media_type(&ct));
+    }
+    let patch_body = decode_body(&ct, &req.body)?;
+    if is_apply {
+        if opts.field_manager.is_none() {
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requests require fieldManager to be set",
+            ));
+        }
+        return apply_request(store, kind, ns, name, sub, patch_body, opts, output).await;
+    }
+    if opts.field_manager.is_none() {
+        opts.field_manager = Some(default_manager(req.headers));
+    }
+    // A resourceVersion inside the patch is a precondition (kubectl's CSA→SSA migration).
+    let precondition = match ct.as_str() {
+        "application/json-patch+json" => patch_body.as_array().and_then(|ops| {
+            ops.iter().find_map(|op| {
+                (op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion"))
+                    .then(|| op.get("value").and_then(Value::as_str).map(str::to_string))
+                    .flatten()
+            })
+        }),
+        _ => patch_body.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string),
+    };
+    let w = store
+        .update_with(kind, ns, name, sub, &opts, "Update", precondition, |old| {
+            let mut new = apply_patch(kind, &ct, &patch_body, old)?;
+            // The patch result's resourceVersion must not turn into an unwanted precondition.
+            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            Ok(new)
+        })
+        .await?;
+    Ok(written(StatusCode::OK, output, kind, w))
+}
+
+/// upstream: a write without fieldManager is attributed to the client's user agent.
+fn default_manager(headers: &HeaderMap) -> String {
+    let ua = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+    ua.split('/').next().unwrap_or("unknown").chars().take(128).collect()
+}
+
+/// Server-side apply: creates the object if missing, else merges the applied configuration
+/// into the live object and records the manager's `Apply` entry.
+#[allow(clippy::too_many_arguments)]
+async fn apply_request(
+    store: &Store,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    applied: Value,
+    opts: WriteOptions,
+    output: Output,
+) -> Result<Response, ApiError> {
+    match store.get(kind, ns, name, None).await {
+        Err(e) if e.code == 404 && sub.is_none() => {
+            let mut body = applied.clone();
+            if body.pointer("/metadata/name").is_none() {
+                body["metadata"]["name"] = json!(name);
+            }
+            let w = store.create(kind, ns, body, &opts).await?;
+            let w = relabel_operation(store, kind, ns, name, w, &opts).await?;
+            Ok(written(StatusCode::CREATED, output, kind, w))
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let w = store
+                .update_with(kind, ns, name, sub, &opts, "Apply", None, |old| {
+                    let mut new = apply_patch(kind, "application/apply-patch+yaml", &applied, old)?;
+                    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
+                    Ok(new)
+                })
+                .await?;
+            Ok(written(StatusCode::OK, output, kind, w))
+        }
+    }
+}
+
+/// The create path records an `Update` entry; apply's create is an `Apply`.
+async fn relabel_operation(
+    store: &Store,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    w: Written,
+    opts: &WriteOptions,
+) -> Result<Written, ApiError> {
+    if opts.dry_run {
+        let mut w = w;
+        set_operation(&mut w.object, opts.field_manager.as_deref(), "Apply");
+        return Ok(w);
+    }
+    let rv = w.object.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+    let manager = opts.field_manager.clone();
+    let mut o = opts.clone();
+    o.field_manager = None;
+    let updated = store
+        .update_with(kind, ns, name, None, &o, "Apply", rv, |old| {
+            let mut new = old.clone();
+            set_operation(&mut new, manager.as_deref(), "Apply");
+            Ok(new)
+        })
+        .await?;
+    Ok(Written { object: updated.object, warnings: w.warnings, created: true })
+}
+
+fn set_operation(obj: &mut Value, manager: Option<&str>, op: &str) {
+    if let Some(arr) = obj.pointer_mut("/metadata/managedFields").and_then(Value::as_array_mut) {
+        for e in arr.iter_mut() {
+            if e.get("manager").and_then(Value::as_str) == manager {
+                e["operation"] = json!(op);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn subresource(
+    app: &Arc<App>,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    sub: &str,
+    req: Req<'_>,
+    output: Output,
+    include: IncludeObject,
+) -> Result<Response, ApiError> {
+    let store = &app.store;
+    let m = req.method.clone();
+    match sub {
+        "status" | "finalize" => {
+            if m == Method::GET && sub == "status" {
+                let obj = store.get(kind, ns, name, None).await?;
+                return Ok(single(StatusCode::OK, output, kind, obj, include));
+            }
+            if m == Method::PUT {
+                let opts = WriteOptions::parse(&req.query)?;
+                let body = decode_body(&content_type(req.headers), &req.body)?;
+                let w = store.update(kind, ns, name, Some(sub), body, &opts).await?;
+                return Ok(written(StatusCode::OK, output, kind, w));
+            }
+            if m == Method::PATCH && sub == "status" {
+                return patch_request(store, kind, ns, name, Some(sub), &req, output).await;
+            }
+            Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"))
+        }
+        "scale" => scale(store, kind, ns, name, req, output).await,
+        "binding" if m == Method::POST => binding(app, ns, Some(name), &req).await,
+        "eviction" if m == Method::POST => eviction(store, kind, ns, name, &req).await,
+        "log" | "exec" | "attach" | "portforward" | "proxy" => {
+            let pod = store.get(kind, ns, name, None).await?;
+            let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+            if kind.info.plural == "pods" && node.is_empty() {
+                return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+            }
+            Err(ApiError::service_unavailable(format!(
+                "{sub} is not available yet: the apiserver does not proxy to kubelets in this version"
+            )))
+        }
+        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+    }
+}
+
+fn scale_of(kind: &Kind, obj: &Value) -> Result<Value, ApiError> {
+    let selector = obj.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
+    let sel = Selector::from_label_selector(&selector).map(|s| s.to_string()).unwrap_or_default();
+    let meta = &obj["metadata"];
+    let _ = kind;
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": sel},
+    }))
+}
+
+async fn scale(
+    store: &Store,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    req: Req<'_>,
+    output: Output,
+) -> Result<Response, ApiError> {
+    let m = req.method.clone();
+    let out = if matches!(output, Output::Yaml) { Output::Yaml } else { Output::Json };
+    if m == Method::GET {
+        let obj = store.get(kind, ns, name, None).await?;
+        return Ok(respond(StatusCode::OK, out, &scale_of(kind, &obj)?));
+    }
+    let opts = WriteOptions::parse(&req.query)?;
+    let ct = content_type(req.headers);
+    let body = decode_body(&ct, &req.body)?;
+    let is_put = m == Method::PUT;
+    if !is_put && m != Method::PATCH {
+        return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+    }
+    let precondition =
+        body.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let w = store
+        .update_with(kind, ns, name, None, &opts, "Update", precondition, |old| {
+            let current = scale_of(kind, old)?;
+            let new_scale = if is_put {
+                body.clone()
+            } else {
+                match ct.as_str() {
+                    "application/json-patch+json" => {
+                        let mut d = current.clone();
+                        patch::json_patch::apply(&mut d, &body)
+                            .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
+                        d
+                    }
+                    _ => patch::merge::apply(&current, &body),
+                }
+            };
+            let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+            if replicas < 0 {
+                return Err(ApiError::invalid(
+                    "autoscaling",
+                    "Scale",
+                    name,
+                    &vec![apimachinery::validation::FieldError::invalid(
+                        "spec.replicas",
+                        replicas,
+                        "must be greater than or equal to 0",
+                    )],
+                ));
+            }
+            let mut new = old.clone();
+            new["spec"]["replicas"] = json!(replicas);
+            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            Ok(new)
+        })
+        .await?;
+    Ok(respond(StatusCode::OK, out, &scale_of(kind, &w.object)?))
+}
+
+/// `pods/binding` and `bindings`: sets `spec.nodeName` once.
+async fn binding(app: &Arc<App>, ns: Option<&str>, name: Option<&str>, req: &Req<'_>) -> Result<Response, ApiError> {
+    let store = &app.store;
+    let body = decode_body(&content_type(req.headers), &req.body)?;
+    let pod_name = body.pointer("/metadata/name").and_then(Value::as_str).or(name).unwrap_or("").to_string();
+    if let Some(n) = name {
+        if n != pod_name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({pod_name}) does not match the name on the URL ({n})"
+            )));
+        }
+    }
+    let target = body.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    if target.is_empty() {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            &pod_name,
+            &vec![apimachinery::validation::FieldError::required("target.name", "")],
+        ));
+    }
+    let pods = store.registry.get("", "pods").ok_or_else(ApiError::not_found_path)?;
+    let opts = WriteOptions::parse(&req.query)?;
+    store
+        .update_with(&pods, ns, &pod_name, Some("binding"), &opts, "Update", None, |old| {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(ApiError::conflict("", "pods", &pod_name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            if let Some(n) = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict("", "pods/binding", &pod_name, &format!("pod {pod_name} is already assigned to node \"{n}\"")));
+            }
+            let mut new = old.clone();
+            new["spec"]["nodeName"] = json!(target);
+            let conds = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}));
+            new["status"]["conditions"] = json!(conds);
+            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            Ok(new)
+        })
+        .await
+        .map_err(|e| if e.code == 404 { ApiError::not_found("", "pods", &pod_name) } else { e })?;
+    // The binding writes status as well as spec, which the main resource would drop.
+    Ok(respond(
+        StatusCode::CREATED,
+        Output::Json,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+/// `pods/eviction`: a graceful delete once disruption budgets allow it.
+async fn eviction(
+    store: &Store,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    req: &Req<'_>,
+) -> Result<Response, ApiError> {
+    let body = decode_body(&content_type(req.headers), &req.body)?;
+    let pod = store.get(kind, ns, name, None).await?;
+    let pdbs = store.registry.get("policy", "poddisruptionbudgets").ok_or_else(ApiError::not_found_path)?;
+    let list = store.list(&pdbs, ns, &ListOptions::default()).await?;
+    let labels = pod.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+    let terminal = matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+    if !terminal {
+        for pdb in &list.items {
+            let sel = pdb.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
+            let Ok(s) = Selector::from_label_selector(&sel) else { continue };
+            if s.is_empty() || !s.matches(&labels) {
+                continue;
+            }
+            let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+            if allowed <= 0 {
+                let pdb_name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+                let mut e = ApiError::too_many_requests(
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                    10,
+                );
+                e.details = Some(Box::new(apimachinery::status::Details {
+                    causes: vec![(
+                        "DisruptionBudget".into(),
+                        format!(
+                            "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                            pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0),
+                            pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0)
+                        ),
+                        String::new(),
+                    )],
+                    ..Default::default()
+                }));
+                return Err(e);
+            }
+        }
+    }
+    let q = HashMap::new();
+    let dopts = DeleteOptions::parse(body.get("deleteOptions"), &q)?;
+    store.delete(kind, ns, name, &dopts).await?;
+    Ok(respond(
+        StatusCode::CREATED,
+        Output::Json,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+async fn watch(
+    store: &Store,
+    kind: &Kind,
+    ns: Option<&str>,
+    opts: &ListOptions,
+    output: Output,
+    include: IncludeObject,
+) -> Result<Response, ApiError> {
+    let stream = store.watch(kind, ns, opts).await?;
+    let timeout =
+        std::time::Duration::from_secs(opts.timeout_seconds.unwrap_or_else(|| 1800 + rand::random::<u64>() % 1800));
+    let info = kind.info;
+    let kind_owned: &'static apimachinery::resources::ResourceInfo = info;
+    let deadline = tokio::time::sleep(timeout);
+    let body_stream = stream
+        .take_until(deadline)
+        .map(move |item| {
+            let (t, obj) = match item {
+                WatchItem::Event(t, obj) => {
+                    let mut o = (*obj).clone();
+                    if let Some(m) = o.as_object_mut() {
+                        m.insert("kind".into(), json!(kind_owned.kind));
+                        m.insert("apiVersion".into(), json!(kind_owned.api_version()));
+                    }
+                    let o = match output {
+                        Output::Table { v1beta1 } => to_table(kind_owned, &[&o], json!({"resourceVersion": o.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))}), include, v1beta1),
+                        Output::PartialMetadata { v1beta1 } => partial_metadata(&o, v1beta1),
+                        _ => o,
+                    };
+                    (t.as_str(), o)
+                }
+                WatchItem::Bookmark { rev, initial_end } => {
+                    let mut meta = json!({"resourceVersion": rev.to_string()});
+                    if initial_end {
+                        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+                    }
+                    ("BOOKMARK", json!({"kind": kind_owned.kind, "apiVersion": kind_owned.api_version(), "metadata": meta}))
+                }
+                WatchItem::Error(e) => ("ERROR", e.to_status()),
+            };
+            let mut line = serde_json::to_vec(&json!({"type": t, "object": obj})).expect("a serde_json::Value always serializes");
+            line.push(b'\n');
+            Ok::<Bytes, Infallible>(Bytes::from(line))
+        });
+    let ct = match output {
+        Output::Table { v1beta1: false } => "application/json;as=Table;v=v1;g=meta.k8s.io",
+        Output::Table { v1beta1: true } => "application/json;as=Table;v=v1beta1;g=meta.k8s.io",
+        _ => "application/json",
+    };
+    let mut r = Response::new(Body::from_stream(body_stream));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+    r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache, private"));
+    Ok(r)
+}
+
+/// Turns any handler result into a response.
+pub fn finish(r: Result<Response, ApiError>) -> Response {
+    r.unwrap_or_else(|e| error_response(&e))
+}

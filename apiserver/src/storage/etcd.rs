@@ -1,0 +1,210 @@
+//! The etcd key-value layer: create-if-absent, compare-and-swap update and delete on the
+//! modification revision, ranges at a revision with paging, watches, compaction.
+
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+
+use super::StorageError;
+
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    kv: KvClient,
+    /// Root of every key, `/registry` by default (upstream's `--etcd-prefix`).
+    prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyValue {
+    /// The key below the prefix, e.g. `/pods/default/web`.
+    pub key: String,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+    pub create_revision: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub items: Vec<KeyValue>,
+    /// The revision the range was read at.
+    pub revision: i64,
+    /// True when keys remain past the last item.
+    pub more: bool,
+    /// How many keys remain after this page (for `remainingItemCount`).
+    pub remaining: i64,
+}
+
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Etcd {
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StorageError> {
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(5))
+            .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(opts)).await?;
+        let kv = client.kv_client();
+        Ok(Self { client, kv, prefix: prefix.trim_end_matches('/').to_string() })
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    fn strip(&self, key: &[u8]) -> String {
+        let k = String::from_utf8_lossy(key);
+        k.strip_prefix(&self.prefix).unwrap_or(&k).to_string()
+    }
+
+    fn kv_of(&self, kv: &etcd_client::KeyValue) -> KeyValue {
+        KeyValue {
+            key: self.strip(kv.key()),
+            value: kv.value().to_vec(),
+            mod_revision: kv.mod_revision(),
+            create_revision: kv.create_revision(),
+        }
+    }
+
+    /// Creates every key atomically, failing with AlreadyExists if any exists.
+    /// Returns the revision of the write.
+    pub async fn create(&self, puts: &[(String, Vec<u8>)]) -> Result<i64, StorageError> {
+        let compares: Vec<Compare> =
+            puts.iter().map(|(k, _)| Compare::create_revision(self.full(k), CompareOp::Equal, 0)).collect();
+        let ops: Vec<TxnOp> = puts.iter().map(|(k, v)| TxnOp::put(self.full(k), v.clone(), None)).collect();
+        let resp = self.kv.clone().txn(Txn::new().when(compares).and_then(ops)).await?;
+        if !resp.succeeded() {
+            return Err(StorageError::AlreadyExists);
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        let resp = self.kv.clone().get(self.full(key), None).await?;
+        Ok(resp.kvs().first().map(|kv| self.kv_of(kv)))
+    }
+
+    /// Replaces `key` if its modification revision is still `expected`; also creates and
+    /// deletes the side keys in the same transaction (allocations that live with the object).
+    pub async fn update(
+        &self,
+        key: &str,
+        expected: i64,
+        value: Vec<u8>,
+        side_creates: &[(String, Vec<u8>)],
+        side_deletes: &[String],
+    ) -> Result<i64, StorageError> {
+        let full = self.full(key);
+        let mut compares = vec![Compare::mod_revision(full.clone(), CompareOp::Equal, expected)];
+        compares.extend(side_creates.iter().map(|(k, _)| Compare::create_revision(self.full(k), CompareOp::Equal, 0)));
+        let mut ops = vec![TxnOp::put(full, value, None)];
+        ops.extend(side_creates.iter().map(|(k, v)| TxnOp::put(self.full(k), v.clone(), None)));
+        ops.extend(side_deletes.iter().map(|k| TxnOp::delete(self.full(k), None)));
+        let resp = self.kv.clone().txn(Txn::new().when(compares).and_then(ops)).await?;
+        if !resp.succeeded() {
+            return Err(StorageError::Conflict);
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Deletes `key` if its modification revision is still `expected`, with side keys.
+    pub async fn delete(&self, key: &str, expected: i64, side_deletes: &[String]) -> Result<i64, StorageError> {
+        let full = self.full(key);
+        let mut ops = vec![TxnOp::delete(full.clone(), None)];
+        ops.extend(side_deletes.iter().map(|k| TxnOp::delete(self.full(k), None)));
+        let txn = Txn::new().when(vec![Compare::mod_revision(full, CompareOp::Equal, expected)]).and_then(ops);
+        let resp = self.kv.clone().txn(txn).await?;
+        if !resp.succeeded() {
+            return Err(StorageError::Conflict);
+        }
+        // A delete of an already-gone key succeeds the compare only if expected matched.
+        let deleted = resp.op_responses().iter().any(|r| matches!(r, TxnOpResponse::Delete(d) if d.deleted() > 0));
+        if !deleted {
+            return Err(StorageError::NotFound);
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Reads keys under `prefix` in key order at `revision` (0 = now), starting after
+    /// `start_after`, at most `limit` (0 = all).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        revision: i64,
+        start_after: Option<&str>,
+        limit: i64,
+    ) -> Result<ListPage, StorageError> {
+        let full_prefix = self.full(prefix);
+        let end = prefix_end(full_prefix.as_bytes());
+        let start: Vec<u8> = match start_after {
+            Some(k) => {
+                let mut s = self.full(k).into_bytes();
+                s.push(0);
+                s
+            }
+            None => full_prefix.into_bytes(),
+        };
+        let mut opts = GetOptions::new().with_range(end);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        if limit > 0 {
+            opts = opts.with_limit(limit);
+        }
+        let resp = self.kv.clone().get(start, Some(opts)).await.map_err(|e| match StorageError::from(e) {
+            StorageError::Compacted { .. } => StorageError::Compacted { requested: revision, compacted: 0 },
+            StorageError::FutureRevision(_) => StorageError::FutureRevision(revision),
+            other => other,
+        })?;
+        let items: Vec<KeyValue> = resp.kvs().iter().map(|kv| self.kv_of(kv)).collect();
+        let count = resp.count();
+        let remaining = (count - items.len() as i64).max(0);
+        Ok(ListPage {
+            items,
+            // The revision read at: the one asked for, else the store's current one.
+            revision: if revision > 0 { revision } else { resp.header().map(|h| h.revision()).unwrap_or_default() },
+            more: resp.more(),
+            remaining,
+        })
+    }
+
+    /// The store's current revision.
+    pub async fn current_revision(&self) -> Result<i64, StorageError> {
+        let resp = self.kv.clone().get(self.full("/"), Some(GetOptions::new().with_count_only())).await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Opens a watch on `prefix` from `start_revision` with previous values.
+    pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<etcd_client::WatchStream, StorageError> {
+        let opts = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(start_revision);
+        Ok(self.client.watch_client().watch(self.full(prefix), Some(opts)).await?)
+    }
+
+    /// Strips the prefix from a key read off a watch.
+    pub fn key_of(&self, kv: &etcd_client::KeyValue) -> KeyValue {
+        self.kv_of(kv)
+    }
+
+    pub async fn compact(&self, revision: i64) -> Result<(), StorageError> {
+        self.client.clone().compact(revision, None).await?;
+        Ok(())
+    }
+
+    /// Removes every key under the prefix (tests only use this on their own prefix).
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
+        self.kv.clone().delete(self.full(prefix), Some(DeleteOptions::new().with_prefix())).await?;
+        Ok(())
+    }
+
+    pub async fn healthy(&self) -> bool {
+        self.current_revision().await.is_ok()
+    }
+}

@@ -1,0 +1,233 @@
+//! Object semantics as upstream: defaulting, generation, spec/status split, generateName,
+//! graceful deletion, finalizers, namespace lifecycle, Service IP allocation, dry run,
+//! scale and binding subresources.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{Etcd, Server};
+
+fn deployment(name: &str, replicas: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "main", "image": "nginx"}]}},
+        },
+    })
+}
+
+#[tokio::test]
+async fn defaults_generation_and_status_split() {
+    let etcd = Etcd::start();
+    let s = Server::start(&etcd).await;
+    let path = "/apis/apps/v1/namespaces/default/deployments";
+    let (code, d) = s.post(path, &deployment("web", 2)).await;
+    assert_eq!(code, 201, "{d}");
+    assert_eq!(d["metadata"]["generation"], 1);
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Always");
+    assert_eq!(pod["dnsPolicy"], "ClusterFirst");
+    assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+    assert_eq!(pod["schedulerName"], "default-scheduler");
+    assert_eq!(pod["containers"][0]["imagePullPolicy"], "Always");
+
+    // A status change through the main resource is ignored; a spec change bumps generation.
+    let (_, d2) = s
+        .patch(
+            &format!("{path}/web"),
+            "application/merge-patch+json",
+            &json!({"spec": {"replicas": 3}, "status": {"replicas": 9}}),
+        )
+        .await;
+    assert_eq!(d2["metadata"]["generation"], 2);
+    assert!(d2["status"].get("replicas").is_none(), "{d2}");
+    // /status ignores spec and does not bump generation.
+    let (code, d3) = s
+        .patch(
+            &format!("{path}/web/status"),
+            "application/merge-patch+json",
+            &json!({"spec": {"replicas": 7}, "status": {"replicas": 3, "observedGeneration": 2}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{d3}");
+    assert_eq!(d3["status"]["replicas"], 3);
+    assert_eq!(d3["spec"]["replicas"], 3);
+    assert_eq!(d3["metadata"]["generation"], 2);
+    // A metadata-only change keeps the generation.
+    let (_, d4) = s
+        .patch(&format!("{path}/web"), "application/merge-patch+json", &json!({"metadata": {"labels": {"x": "y"}}}))
+        .await;
+    assert_eq!(d4["metadata"]["generation"], 2);
+}
+
+#[tokio::test]
+async fn generate_name_and_dry_run() {
+    let etcd = Etcd::start();
+    let s = Server::start(&etcd).await;
+    let (code, o) =
+        s.post("/api/v1/namespaces/default/configmaps", &json!({"metadata": {"generateName": "gen-"}})).await;
+    assert_eq!(code, 201);
+    let name = o["metadata"]["name"].as_str().expect("name");
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    let before = s.etcd_dump().await;
+    let (code, dry) =
+        s.post("/api/v1/namespaces/default/configmaps?dryRun=All", &json!({"metadata": {"name": "dry"}})).await;
+    assert_eq!(code, 201);
+    assert_eq!(dry["metadata"]["name"], "dry");
+    let (code, _) = s
+        .patch(
+            &format!("/api/v1/namespaces/default/configmaps/{name}?dryRun=All"),
+            "application/merge-patch+json",
+            &json!({"data": {"a": "b"}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, _) = s
+        .req(reqwest::Method::DELETE, &format!("/api/v1/namespaces/default/configmaps/{name}?dryRun=All"), None, None)
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(s.etcd_dump().await, before, "dry run wrote to etcd");
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let etcd = Etcd::start();
+    let s = Server::start(&etcd).await;
+    let p = "/api/v1/namespaces/default/configmaps";
+    s.post(p, &json!({"metadata": {"name": "f", "finalizers": ["example.com/hold"]}})).await;
+    let (code, o) = s.delete(&format!("{p}/f")).await;
+    assert_eq!(code, 200);
+    assert!(o["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(s.get(&format!("{p}/f")).await.0, 200);
+    let (code, _) =
+        s.patch(&format!("{p}/f"), "application/merge-patch+json", &json!({"metadata": {"finalizers": null}})).await;
+    assert_eq!(code, 200);
+    assert_eq!(s.get(&format!("{p}/f")).await.0, 404);
+}
+
+#[tokio::test]
+async fn pods_delete_gracefully_once_bound_and_at_once_before() {
+    let etcd = Etcd::start();
+    let s = Server::start(&etcd).await;
+    let p = "/api/v1/namespaces/default/pods";
+    let pod =
+        |n: &str| json!({"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}});
+    let (code, created) = s.post(p, &pod("unbound")).await;
+    assert_eq!(code, 201);
+    assert_eq!(created["status"]["phase"], "Pending");
+    assert_eq!(created["status"]["qosClass"], "BestEffort");
+    assert_eq!(created["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    s.delete(&format!("{p}/unbound")).await;
+    assert_eq!(s.get(&format!("{p}/unbound")).await.0, 404);
+
+    s.post(p, &pod("bound")).await;
+    let (code, b) = s.post(&format!("{p}/bound/binding"), &json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"kind": "Node", "name": "node-1"}})).await;
+    assert_eq!(code, 201, "{b}");
+    let (_, bound) = s.get(&format!("{p}/bound")).await;
+    assert_eq!(bound["spec"]["nodeName"], "node-1");
+    assert_eq!(bound["status"]["conditions"][0]["type"], "PodScheduled");
+    // A second binding is a conflict.
+    let (code, _) = s
+        .post(&format!("{p}/bound/binding"), &json!({"metadata": {"name": "bound"}, "target": {"name": "node-2"}}))
+        .await;
+    assert_eq!(code, 409);
+    let (_, d) = s.delete(&format!("{p}/bound")).await;
+    assert_eq!(d["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert_eq!(s.get(&format!("{p}/bound")).await.0, 200);
+    // What the kubelet does once the containers stopped: delete with grace 0.
+    let (code, _) = s
+        .req(
+            reqwest::Method::DELETE,
+            &format!("{p}/bound"),
+            Some("application/json"),
+            Some(json!({"gracePeriodSeconds": 0}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(s.get(&format!("{p}/bound")).await.0, 404);
+}
+
+#[tokio::test]
+async fn namespace_lifecycle() {
+    let etcd = Etcd::start();
+    let s = Server::start(&etcd).await;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let (code, o) = s.get(&format!("/api/v1/namespaces/{ns}")).await;
+        assert_eq!(code, 200, "{ns}");
+        assert_eq!(o["status"]["phase"], "Active");
+    }
+    s.post("/api/v1/namespaces", &json!({"metadata": {"name": "gone"}})).await;
+    let (code, o) = s.delete("/api/v1/namespaces/gone").await;
+    assert_eq!(code, 200);
+    assert_eq!(o["status"]["phase"], "Terminating");
+    let (code, st) = s.post("/api/v1/namespaces/gone/configmaps", &json!({"metadata": {"name": "x"}})).await;
+    assert_eq!(code, 403, "{st}");
+    assert_eq!(st["details"]["causes"][0]["reason"], "NamespaceTerminating");
+    // What the namespace controller does once it is empty.
+    let mut fin = o.clone();
+    fin["spec"]["finalizers"] = json!([]);
+    let (code, _) = s.put("/api/v1/namespaces/gone/finalize", &fin).await;
+    assert_eq!(code, 200);
+    assert_eq!(s.get("/api/v1/namespaces/gone").await.0, 404);
+}
+
+#[tokio::test]
+async fn service_cluster_ips_are_unique_under_concurrent_creates() {
+    let etcd = Etcd::start();
+    let s = Server::start(&etcd).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let client = s.client.clone();
+        let url = s.url("/api/v1/namespaces/default/services");
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"metadata": {"name": format!("s{i}")}, "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80}]}});
+            let r = client.post(url).json(&body).send().await.expect("sent");
+            assert_eq!(r.status(), 201);
+            let v: Value = r.json().await.expect("json");
+            (v["spec"]["clusterIP"].as_str().expect("ip").to_string(), v["spec"]["ports"][0]["nodePort"].as_i64().expect("nodePort"))
+        }));
+    }
+    let mut ips = std::collections::HashSet::new();
+    let mut ports = std::collections::HashSet::new();
+    for t in tasks {
+        let (ip, port) = t.await.expect("task");
+        assert!(ip.starts_with("198.19."), "{ip}");
+        assert!((30000..=32767).contains(&port));
+        assert!(ips.insert(ip), "duplicate cluster IP");
+        assert!(ports.insert(port), "duplicate node port");
+    }
+    let (_, k) = s.get("/api/v1/namespaces/default/services/kubernetes").await;
+    assert_eq!(k["spec"]["clusterIP"], "198.19.128.1");
+    assert!(!ips.contains("198.19.128.1"));
+}
+
+#[tokio::test]
+async fn scale_subresource_reads_and_writes_replicas() {
+    let etcd = Etcd::start();
+    let s = Server::start(&etcd).await;
+    s.post("/apis/apps/v1/namespaces/default/deployments", &deployment("web", 2)).await;
+    let (code, sc) = s.get("/apis/apps/v1/namespaces/default/deployments/web/scale").await;
+    assert_eq!(code, 200);
+    assert_eq!(sc["kind"], "Scale");
+    assert_eq!(sc["apiVersion"], "autoscaling/v1");
+    assert_eq!(sc["spec"]["replicas"], 2);
+    assert_eq!(sc["status"]["selector"], "app=web");
+    let (code, sc) = s
+        .patch(
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+            "application/merge-patch+json",
+            &json!({"spec": {"replicas": 4}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{sc}");
+    assert_eq!(sc["spec"]["replicas"], 4);
+    let (_, d) = s.get("/apis/apps/v1/namespaces/default/deployments/web").await;
+    assert_eq!(d["spec"]["replicas"], 4);
+    assert_eq!(d["metadata"]["generation"], 2);
+}

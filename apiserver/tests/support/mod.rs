@@ -1,0 +1,235 @@
+//! Test support: a real etcd per test on free loopback ports (killed on drop, and by the
+//! kernel if the test process dies), an in-process apiserver on it with a unique key
+//! prefix, and an HTTPS client holding the admin certificate.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port").local_addr().expect("local addr").port()
+}
+
+impl Etcd {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut cmd = Command::new("etcd");
+        cmd.args([
+            "--name",
+            "test",
+            "--data-dir",
+            dir.path().join("data").to_str().expect("utf-8 path"),
+            "--listen-client-urls",
+            &endpoint,
+            "--advertise-client-urls",
+            &endpoint,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("test={peer_url}"),
+            "--logger",
+            "zap",
+            "--log-level",
+            "error",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        #[allow(unsafe_code)]
+        // SAFETY: prctl is async-signal-safe; it makes the kernel kill etcd if the test dies.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("etcd is installed (hack/install-deps.sh)");
+        let e = Etcd { child, endpoint, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        e
+    }
+
+    /// Stops etcd with SIGKILL (a crash) and starts it again on the same data.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Server {
+    pub running: Option<rkube_apiserver::Running>,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub cert_dir: tempfile::TempDir,
+    pub prefix: String,
+    pub cancel: CancellationToken,
+    pub etcd_endpoint: String,
+}
+
+pub fn options(etcd: &str, cert_dir: &Path, prefix: &str) -> rkube_apiserver::Options {
+    use clap::Parser;
+    rkube_apiserver::Options::parse_from([
+        "rkube-apiserver",
+        "--etcd-servers",
+        etcd,
+        "--etcd-prefix",
+        prefix,
+        "--secure-port",
+        "0",
+        "--cert-dir",
+        cert_dir.to_str().expect("utf-8 path"),
+    ])
+}
+
+pub fn admin_client(cert_dir: &Path) -> reqwest::Client {
+    let ca = std::fs::read_to_string(cert_dir.join("ca.crt")).expect("ca.crt");
+    let admin = component_base::tls::CertKey::load(&cert_dir.join("admin.crt"), &cert_dir.join("admin.key"))
+        .expect("admin cert");
+    let tls = component_base::tls::client_config(&ca, Some(&admin)).expect("client tls");
+    reqwest::Client::builder().tls_backend_preconfigured((*tls).clone()).build().expect("client")
+}
+
+pub fn anonymous_client(cert_dir: &Path) -> reqwest::Client {
+    let ca = std::fs::read_to_string(cert_dir.join("ca.crt")).expect("ca.crt");
+    let tls = component_base::tls::client_config(&ca, None).expect("client tls");
+    reqwest::Client::builder().tls_backend_preconfigured((*tls).clone()).build().expect("client")
+}
+
+impl Server {
+    pub async fn start(etcd: &Etcd) -> Self {
+        let cert_dir = tempfile::tempdir().expect("temp dir");
+        let prefix = format!("/registry-{}", uuid::Uuid::new_v4());
+        Self::start_with(etcd.endpoint.clone(), cert_dir, prefix).await
+    }
+
+    pub async fn start_with(etcd_endpoint: String, cert_dir: tempfile::TempDir, prefix: String) -> Self {
+        let cancel = CancellationToken::new();
+        let running = rkube_apiserver::start(options(&etcd_endpoint, cert_dir.path(), &prefix), cancel.clone())
+            .await
+            .expect("apiserver starts");
+        let base = format!("https://127.0.0.1:{}", running.addr.port());
+        let client = admin_client(cert_dir.path());
+        let s = Server { running: Some(running), base, client, cert_dir, prefix, cancel, etcd_endpoint };
+        s.wait_ready().await;
+        s
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "apiserver never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn stop(mut self) -> (String, tempfile::TempDir, String) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        (self.etcd_endpoint.clone(), self.cert_dir, self.prefix.clone())
+    }
+
+    /// A request that returns (status, JSON body).
+    pub async fn req(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        ct: Option<&str>,
+        body: Option<String>,
+    ) -> (u16, Value) {
+        let mut rb = self.client.request(method, self.url(path));
+        if let Some(ct) = ct {
+            rb = rb.header("content-type", ct);
+        }
+        if let Some(b) = body {
+            rb = rb.body(b);
+        }
+        let resp = rb.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.req(reqwest::Method::GET, path, None, None).await
+    }
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.req(reqwest::Method::POST, path, Some("application/json"), Some(body.to_string())).await
+    }
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.req(reqwest::Method::PUT, path, Some("application/json"), Some(body.to_string())).await
+    }
+    pub async fn patch(&self, path: &str, ct: &str, body: &Value) -> (u16, Value) {
+        self.req(reqwest::Method::PATCH, path, Some(ct), Some(body.to_string())).await
+    }
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.req(reqwest::Method::DELETE, path, None, None).await
+    }
+
+    /// Every key under this server's prefix, with values: what etcd holds.
+    pub async fn etcd_dump(&self) -> Vec<(String, String)> {
+        let mut c = etcd_client::Client::connect([self.etcd_endpoint.as_str()], None).await.expect("etcd");
+        let r = c.get(self.prefix.as_str(), Some(etcd_client::GetOptions::new().with_prefix())).await.expect("range");
+        r.kvs()
+            .iter()
+            .map(|kv| (kv.key_str().unwrap_or("").to_string(), kv.value_str().unwrap_or("").to_string()))
+            .collect()
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub async fn wait_for<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}

@@ -1,0 +1,7 @@
+//! What every rkube binary needs: logging setup, the shutdown signal, and the cluster's TLS
+//! material (CA, serving and client certificates) and kubeconfig files.
+
+pub mod kubeconfig;
+pub mod logging;
+pub mod shutdown;
+pub mod tls;
