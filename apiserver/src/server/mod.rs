@@ -173,11 +173,7 @@ async fn route(app: &Arc<App>, req: Request, method: &Method, path: &str, query:
                 };
             }
             "/openapi/v2" => {
-                return (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")],
-                    Vec::<u8>::new(),
-                )
+                return (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], Vec::<u8>::new())
                     .into_response();
             }
             "/openapi/v3" => return json_response(StatusCode::OK, &openapi::v3_root(), "application/json"),
