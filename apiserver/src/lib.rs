@@ -60,6 +60,10 @@ pub struct Options {
     /// Concurrent non-long-running requests before 429.
     #[arg(long, default_value_t = 600)]
     pub max_requests_inflight: usize,
+    /// Events each resource's watch cache keeps for watchers resuming from a revision; older
+    /// revisions are read from etcd (410 Expired once compacted).
+    #[arg(long, default_value_t = 1000)]
+    pub default_watch_cache_size: usize,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -137,7 +141,7 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> anyhow::Result<R
 
     let etcd = storage::Etcd::connect(&opts.etcd_servers, &opts.etcd_prefix).await.context("connecting to etcd")?;
     let registry = Registry::new(&RegistryConfig { etcd: Some(etcd.clone()), service_cidr: cidr, node_ports });
-    let store = Store::new(etcd, registry, &cancel);
+    let store = Store::new(etcd, registry, opts.default_watch_cache_size, &cancel);
     bootstrap(&store, cidr, advertise, addr.port()).await?;
 
     let app = Arc::new(server::App {

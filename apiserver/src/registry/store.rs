@@ -22,8 +22,6 @@ use super::{Kind, Registry, SideEffects};
 use crate::storage::cache::{decode, CacheMsg, WatchFromError};
 use crate::storage::{Cacher, Etcd, EventType, StorageError, WatchEvent};
 
-/// How many recent events each watch cache keeps for watchers that resume.
-const CACHE_WINDOW: usize = 10_000;
 const MAX_UPDATE_RETRIES: usize = 16;
 
 pub struct Store {
@@ -157,12 +155,13 @@ fn same_content(a: &Value, b: &Value) -> bool {
 
 impl Store {
     /// Opens the store and starts one watch cache per resource; they stop with `cancel`.
-    pub fn new(etcd: Etcd, registry: Registry, cancel: &CancellationToken) -> Arc<Self> {
+    /// `window` is how many recent events each watch cache keeps for watchers that resume.
+    pub fn new(etcd: Etcd, registry: Registry, window: usize, cancel: &CancellationToken) -> Arc<Self> {
         let mut caches = HashMap::new();
         for kind in registry.all() {
             let name = kind.info.storage_name();
             caches.entry(name).or_insert_with(|| {
-                let c = Cacher::new(etcd.clone(), format!("/{name}/"), CACHE_WINDOW);
+                let c = Cacher::new(etcd.clone(), format!("/{name}/"), window.max(1));
                 tokio::spawn(c.clone().run(cancel.child_token()));
                 c
             });
