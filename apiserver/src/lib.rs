@@ -139,7 +139,11 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> anyhow::Result<R
     );
     kubeconfig.write(&opts.cert_dir.join("admin.kubeconfig"))?;
 
-    let etcd = storage::Etcd::connect(&opts.etcd_servers, &opts.etcd_prefix).await.context("connecting to etcd")?;
+    let etcd_latency = storage::etcd_latency();
+    let etcd = storage::Etcd::connect(&opts.etcd_servers, &opts.etcd_prefix)
+        .await
+        .context("connecting to etcd")?
+        .with_metrics(etcd_latency.clone());
     let registry = Registry::new(&RegistryConfig { etcd: Some(etcd.clone()), service_cidr: cidr, node_ports });
     let store = Store::new(etcd, registry, opts.default_watch_cache_size, &cancel);
     bootstrap(&store, cidr, advertise, addr.port()).await?;
@@ -147,7 +151,7 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> anyhow::Result<R
     let app = Arc::new(server::App {
         store: store.clone(),
         auth: server::auth::Authenticator::from_token_file(opts.token_auth_file.as_deref())?,
-        metrics: server::metrics::Metrics::new(),
+        metrics: server::metrics::Metrics::new(&etcd_latency),
         inflight: Arc::new(tokio::sync::Semaphore::new(opts.max_requests_inflight.max(1))),
     });
     let router = server::router(app);

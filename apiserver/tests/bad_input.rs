@@ -68,6 +68,7 @@ async fn bad_input_table_changes_nothing() {
         case("invalid label value", "POST", cm, "application/json", json!({"metadata": {"name": "l", "labels": {"k": "-bad-"}}}).to_string(), 422, "Invalid"),
         case("body over 3 MiB", "POST", cm, "application/json", big, 413, "RequestEntityTooLarge"),
         case("unknown field under Strict", "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", "application/json", json!({"metadata": {"name": "u"}, "spec": {"x": 1}}).to_string(), 400, "BadRequest"),
+        case("duplicate field under Strict", "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", "application/json", r#"{"metadata": {"name": "d", "name": "e"}}"#, 400, "BadRequest"),
         case("unsupported media type", "POST", cm, "text/csv", "a,b", 415, "UnsupportedMediaType"),
         case("missing namespace", "POST", "/api/v1/namespaces/nope/configmaps", "application/json", json!({"metadata": {"name": "n"}}).to_string(), 404, "NotFound"),
         case("json patch that does not apply", "PATCH", "/api/v1/namespaces/default/configmaps/live", "application/json-patch+json", json!([{"op": "test", "path": "/data/a", "value": "nope"}]).to_string(), 422, "Invalid"),

@@ -194,4 +194,10 @@ async fn health_and_metrics() {
     assert!(text.contains("apiserver_request_total{"), "{text}");
     assert!(text.contains("apiserver_request_duration_seconds_bucket{"));
     assert!(text.contains("verb=\"LIST\",resource=\"namespaces\""));
+    assert!(text.contains("etcd_request_duration_seconds_count{operation=\"list\",type=\"namespaces\"}"), "{text}");
+    // An open watch is counted while it lives.
+    let w = s.client.get(s.url("/api/v1/namespaces/default/configmaps?watch=true")).send().await.expect("watch");
+    let (_, m) = s.get("/metrics").await;
+    assert!(m.as_str().expect("text").contains("apiserver_registered_watchers{resource=\"configmaps\"} 1"), "{m}");
+    drop(w);
 }

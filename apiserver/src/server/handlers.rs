@@ -20,7 +20,7 @@ use super::negotiation::{add_warnings, choose_output, content_type, decode_body,
 use super::path::ApiPath;
 use super::table::{partial_metadata, partial_metadata_list, to_table, IncludeObject};
 use super::App;
-use crate::registry::options::{first, DeleteOptions, ListOptions, WriteOptions};
+use crate::registry::options::{first, DeleteOptions, FieldValidation, ListOptions, WriteOptions};
 use crate::registry::store::{Store, WatchItem, Written};
 use crate::registry::Kind;
 
@@ -49,6 +49,26 @@ fn single(status: StatusCode, output: Output, kind: &Kind, obj: Value, include: 
         Output::PartialMetadata { v1beta1 } => respond(status, Output::Json, &partial_metadata(&obj, v1beta1)),
         _ => respond(status, output, &obj),
     }
+}
+
+/// Duplicate keys in a JSON body, per `fieldValidation`: Strict rejects them, Warn returns
+/// them as warnings, Ignore drops them.
+fn duplicates(req: &Req<'_>, opts: &WriteOptions) -> Result<Vec<String>, ApiError> {
+    let ct = content_type(req.headers);
+    if opts.field_validation == FieldValidation::Ignore || !(ct.is_empty() || ct.ends_with("json")) {
+        return Ok(Vec::new());
+    }
+    let msgs: Vec<String> =
+        super::negotiation::duplicate_fields(&req.body).into_iter().map(|f| format!("duplicate field \"{f}\"")).collect();
+    if opts.field_validation == FieldValidation::Strict && !msgs.is_empty() {
+        return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
+    }
+    Ok(msgs)
+}
+
+fn with_warnings(mut w: Written, extra: Vec<String>) -> Written {
+    w.warnings.extend(extra);
+    w
 }
 
 fn written(status: StatusCode, output: Output, kind: &Kind, w: Written) -> Response {
@@ -80,7 +100,7 @@ pub async fn resource(app: &Arc<App>, p: ApiPath, req: Req<'_>) -> Result<Respon
     let output = choose_output(req.headers, table_ok)?;
     let include = IncludeObject::parse(first(&req.query, "includeObject"));
     match (&p.name, &p.subresource) {
-        (None, _) => collection(store, kind, ns, &p, req, output, include).await,
+        (None, _) => collection(app, kind, ns, &p, req, output, include).await,
         (Some(name), None) => object(store, kind, ns, name, req, output, include).await,
         (Some(name), Some(sub)) => {
             if kind.info.subresource(sub).is_none() {
@@ -92,7 +112,7 @@ pub async fn resource(app: &Arc<App>, p: ApiPath, req: Req<'_>) -> Result<Respon
 }
 
 async fn collection(
-    store: &Store,
+    app: &Arc<App>,
     kind: &Kind,
     ns: Option<&str>,
     p: &ApiPath,
@@ -100,11 +120,13 @@ async fn collection(
     output: Output,
     include: IncludeObject,
 ) -> Result<Response, ApiError> {
+    let store = &app.store;
     let m = req.method.clone();
     if m == Method::GET {
         let opts = ListOptions::parse(&req.query)?;
         if opts.watch || p.watch_prefix {
-            return watch(store, kind, ns, &opts, output, include).await;
+            let guard = app.metrics.watch_started(kind.info.plural);
+            return watch(store, kind, ns, &opts, output, include, guard).await;
         }
         let list = store.list(kind, ns, &opts).await?;
         let mut list_meta = json!({"resourceVersion": list.rev.to_string()});
@@ -135,9 +157,10 @@ async fn collection(
             ));
         }
         let opts = WriteOptions::parse(&req.query)?;
+        let dups = duplicates(&req, &opts)?;
         let body = decode_body(&content_type(req.headers), &req.body)?;
         let w = store.create(kind, ns, body, &opts).await?;
-        return Ok(written(StatusCode::CREATED, output, kind, w));
+        return Ok(written(StatusCode::CREATED, output, kind, with_warnings(w, dups)));
     }
     if m == Method::DELETE {
         if !kind.info.verbs.contains(&"deletecollection") {
@@ -176,9 +199,10 @@ async fn object(
     }
     if m == Method::PUT {
         let opts = WriteOptions::parse(&req.query)?;
+        let dups = duplicates(&req, &opts)?;
         let body = decode_body(&content_type(req.headers), &req.body)?;
         let w = store.update(kind, ns, name, None, body, &opts).await?;
-        return Ok(written(StatusCode::OK, output, kind, w));
+        return Ok(written(StatusCode::OK, output, kind, with_warnings(w, dups)));
     }
     if m == Method::PATCH {
         return patch_request(store, kind, ns, name, None, &req, output).await;
@@ -609,6 +633,7 @@ async fn watch(
     opts: &ListOptions,
     output: Output,
     include: IncludeObject,
+    guard: super::metrics::WatchGuard,
 ) -> Result<Response, ApiError> {
     let stream = store.watch(kind, ns, opts).await?;
     let timeout =
@@ -619,6 +644,7 @@ async fn watch(
     let body_stream = stream
         .take_until(deadline)
         .map(move |item| {
+            let _counted = &guard;
             let (t, obj) = match item {
                 WatchItem::Event(t, obj) => {
                     let mut o = (*obj).clone();

@@ -8,6 +8,7 @@ use http::{header, Method, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -24,8 +25,26 @@ pub struct LatencyLabels {
     pub resource: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub resource: String,
+}
+
+/// Keeps a watch counted in `apiserver_registered_watchers` while it lives.
+pub struct WatchGuard {
+    gauge: Family<WatchLabels, Gauge>,
+    labels: WatchLabels,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.gauge.get_or_create(&self.labels).dec();
+    }
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    watchers: Family<WatchLabels, Gauge>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
 }
@@ -48,8 +67,15 @@ pub fn verb(method: &Method, path: &str, query: &str) -> String {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(etcd: &crate::storage::EtcdLatency) -> Self {
         let mut registry = Registry::default();
+        let watchers = Family::<WatchLabels, Gauge>::default();
+        registry.register("apiserver_registered_watchers", "Number of currently open watches by resource", watchers.clone());
+        registry.register(
+            "etcd_request_duration_seconds",
+            "Latency of etcd requests in seconds by operation and resource type",
+            etcd.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<LatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -64,7 +90,7 @@ impl Metrics {
             "Response latency distribution in seconds by verb and resource",
             latency.clone(),
         );
-        Self { registry: Mutex::new(registry), requests, latency }
+        Self { registry: Mutex::new(registry), watchers, requests, latency }
     }
 
     pub fn observe(&self, verb: &str, resource: &str, code: u16, took: Duration) {
@@ -76,6 +102,12 @@ impl Metrics {
                 .get_or_create(&LatencyLabels { verb: verb.into(), resource: resource.into() })
                 .observe(took.as_secs_f64());
         }
+    }
+
+    pub fn watch_started(&self, resource: &str) -> WatchGuard {
+        let labels = WatchLabels { resource: resource.to_string() };
+        self.watchers.get_or_create(&labels).inc();
+        WatchGuard { gauge: self.watchers.clone(), labels }
     }
 
     pub fn render(&self) -> Response {
@@ -92,8 +124,3 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}

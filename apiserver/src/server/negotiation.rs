@@ -99,6 +99,78 @@ pub fn decode_body(ct: &str, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
+/// Paths of keys that appear twice in the same JSON object (`metadata.name`,
+/// `spec.containers[0].image`): what `fieldValidation` reports as duplicate fields.
+pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
+    use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    struct Walker<'a> {
+        path: String,
+        out: &'a RefCell<Vec<String>>,
+    }
+    fn join(path: &str, key: &str) -> String {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Walker<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Walker<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = map.next_key::<String>()? {
+                let p = join(&self.path, &k);
+                if !seen.insert(k) {
+                    self.out.borrow_mut().push(p.clone());
+                }
+                map.next_value_seed(Walker { path: p, out: self.out })?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq.next_element_seed(Walker { path: format!("{}[{i}]", self.path), out: self.out })?.is_some() {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    let out = RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    // Malformed JSON is reported by the decoder proper.
+    let _ = Walker { path: String::new(), out: &out }.deserialize(&mut de);
+    out.into_inner()
+}
+
 fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
     // JSON is YAML; parse it as JSON first so numbers and strings keep their exact form.
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
@@ -179,6 +251,13 @@ mod tests {
     fn protobuf_first_falls_back_to_json() {
         let h = accept("application/vnd.kubernetes.protobuf,application/json");
         assert_eq!(choose_output(&h, true).ok(), Some(Output::Json));
+    }
+
+    #[test]
+    fn duplicate_fields_are_found_with_their_paths() {
+        let body = br#"{"metadata":{"name":"a","name":"b"},"spec":{"containers":[{"image":"x","image":"y"}]}}"#;
+        assert_eq!(duplicate_fields(body), ["metadata.name", "spec.containers[0].image"]);
+        assert!(duplicate_fields(br#"{"a":{"b":1},"c":{"b":2}}"#).is_empty());
     }
 
     #[test]

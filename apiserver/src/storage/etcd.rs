@@ -7,12 +7,33 @@ use etcd_client::{
 
 use super::StorageError;
 
+/// Latency of etcd requests by operation and resource, registered by the server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct EtcdLabels {
+    pub operation: &'static str,
+    pub r#type: String,
+}
+
+pub type EtcdLatency = prometheus_client::metrics::family::Family<
+    EtcdLabels,
+    prometheus_client::metrics::histogram::Histogram,
+    fn() -> prometheus_client::metrics::histogram::Histogram,
+>;
+
+pub fn etcd_latency() -> EtcdLatency {
+    fn h() -> prometheus_client::metrics::histogram::Histogram {
+        prometheus_client::metrics::histogram::Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+    }
+    EtcdLatency::new_with_constructor(h)
+}
+
 #[derive(Clone)]
 pub struct Etcd {
     client: Client,
     kv: KvClient,
     /// Root of every key, `/registry` by default (upstream's `--etcd-prefix`).
     prefix: String,
+    latency: Option<EtcdLatency>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +74,20 @@ impl Etcd {
             .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5));
         let client = Client::connect(endpoints, Some(opts)).await?;
         let kv = client.kv_client();
-        Ok(Self { client, kv, prefix: prefix.trim_end_matches('/').to_string() })
+        Ok(Self { client, kv, prefix: prefix.trim_end_matches('/').to_string(), latency: None })
+    }
+
+    /// Records every request's latency into `latency`.
+    pub fn with_metrics(mut self, latency: EtcdLatency) -> Self {
+        self.latency = Some(latency);
+        self
+    }
+
+    fn observe(&self, operation: &'static str, key: &str, started: std::time::Instant) {
+        if let Some(l) = &self.latency {
+            let type_ = key.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+            l.get_or_create(&EtcdLabels { operation, r#type: type_ }).observe(started.elapsed().as_secs_f64());
+        }
     }
 
     fn full(&self, key: &str) -> String {
@@ -80,7 +114,10 @@ impl Etcd {
         let compares: Vec<Compare> =
             puts.iter().map(|(k, _)| Compare::create_revision(self.full(k), CompareOp::Equal, 0)).collect();
         let ops: Vec<TxnOp> = puts.iter().map(|(k, v)| TxnOp::put(self.full(k), v.clone(), None)).collect();
-        let resp = self.kv.clone().txn(Txn::new().when(compares).and_then(ops)).await?;
+        let started = std::time::Instant::now();
+        let resp = self.kv.clone().txn(Txn::new().when(compares).and_then(ops)).await;
+        self.observe("create", puts.first().map(|(k, _)| k.as_str()).unwrap_or(""), started);
+        let resp = resp?;
         if !resp.succeeded() {
             return Err(StorageError::AlreadyExists);
         }
@@ -88,8 +125,10 @@ impl Etcd {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
-        let resp = self.kv.clone().get(self.full(key), None).await?;
-        Ok(resp.kvs().first().map(|kv| self.kv_of(kv)))
+        let started = std::time::Instant::now();
+        let resp = self.kv.clone().get(self.full(key), None).await;
+        self.observe("get", key, started);
+        Ok(resp?.kvs().first().map(|kv| self.kv_of(kv)))
     }
 
     /// Replaces `key` if its modification revision is still `expected`; also creates and
@@ -108,7 +147,10 @@ impl Etcd {
         let mut ops = vec![TxnOp::put(full, value, None)];
         ops.extend(side_creates.iter().map(|(k, v)| TxnOp::put(self.full(k), v.clone(), None)));
         ops.extend(side_deletes.iter().map(|k| TxnOp::delete(self.full(k), None)));
-        let resp = self.kv.clone().txn(Txn::new().when(compares).and_then(ops)).await?;
+        let started = std::time::Instant::now();
+        let resp = self.kv.clone().txn(Txn::new().when(compares).and_then(ops)).await;
+        self.observe("update", key, started);
+        let resp = resp?;
         if !resp.succeeded() {
             return Err(StorageError::Conflict);
         }
@@ -121,7 +163,10 @@ impl Etcd {
         let mut ops = vec![TxnOp::delete(full.clone(), None)];
         ops.extend(side_deletes.iter().map(|k| TxnOp::delete(self.full(k), None)));
         let txn = Txn::new().when(vec![Compare::mod_revision(full, CompareOp::Equal, expected)]).and_then(ops);
-        let resp = self.kv.clone().txn(txn).await?;
+        let started = std::time::Instant::now();
+        let resp = self.kv.clone().txn(txn).await;
+        self.observe("delete", key, started);
+        let resp = resp?;
         if !resp.succeeded() {
             return Err(StorageError::Conflict);
         }
@@ -159,7 +204,10 @@ impl Etcd {
         if limit > 0 {
             opts = opts.with_limit(limit);
         }
-        let resp = self.kv.clone().get(start, Some(opts)).await.map_err(|e| match StorageError::from(e) {
+        let started = std::time::Instant::now();
+        let resp = self.kv.clone().get(start, Some(opts)).await;
+        self.observe("list", prefix, started);
+        let resp = resp.map_err(|e| match StorageError::from(e) {
             StorageError::Compacted { .. } => StorageError::Compacted { requested: revision, compacted: 0 },
             StorageError::FutureRevision(_) => StorageError::FutureRevision(revision),
             other => other,

@@ -6,7 +6,7 @@ pub mod cache;
 pub mod etcd;
 
 pub use cache::{Cacher, EventType, WatchEvent};
-pub use etcd::{Etcd, KeyValue, ListPage};
+pub use etcd::{etcd_latency, Etcd, EtcdLatency, KeyValue, ListPage};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
