@@ -50,6 +50,15 @@ pub struct Options {
     pub tls_cert_file: Option<PathBuf>,
     #[arg(long)]
     pub tls_private_key_file: Option<PathBuf>,
+    /// Client certificate the apiserver presents to kubelets (default: issued from the
+    /// cert dir's CA as `apiserver-kubelet-client.crt`).
+    #[arg(long)]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    #[arg(long)]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// CA that signs kubelets' serving certificates (default: the cert dir's CA).
+    #[arg(long)]
+    pub kubelet_certificate_authority: Option<PathBuf>,
     /// Static bearer tokens: `token,user,uid,"group1,group2"` per line.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
@@ -130,6 +139,7 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> anyhow::Result<R
         None => certs.ca_pem().to_string(),
     };
     let tls = component_base::tls::server_config(&serving, Some(&client_ca))?;
+    let kubelet = kubelet_client(&opts, &certs)?;
     let kubeconfig = component_base::kubeconfig::Kubeconfig::single(
         "rkube",
         &format!("https://{}", display_addr(addr)),
@@ -153,12 +163,41 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> anyhow::Result<R
         auth: server::auth::Authenticator::from_token_file(opts.token_auth_file.as_deref())?,
         metrics: server::metrics::Metrics::new(&etcd_latency),
         inflight: Arc::new(tokio::sync::Semaphore::new(opts.max_requests_inflight.max(1))),
+        kubelet: Some(kubelet),
     });
     let router = server::router(app);
     let c = cancel.clone();
     let task = tokio::spawn(async move { server::serve_tls(listener, tls, router, c).await });
     tracing::info!(%addr, "rkube-apiserver serving");
     Ok(Running { addr, store, cert_dir: opts.cert_dir.clone(), task, cancel })
+}
+
+/// The TLS client the apiserver uses towards kubelets.
+fn kubelet_client(
+    opts: &Options,
+    certs: &component_base::tls::CertDir,
+) -> anyhow::Result<server::kubelet_proxy::KubeletClient> {
+    use component_base::tls::CertKey;
+    let cert = match (&opts.kubelet_client_certificate, &opts.kubelet_client_key) {
+        (Some(c), Some(k)) => CertKey::load(c, k)?,
+        _ => {
+            let (c, k) = (opts.cert_dir.join("apiserver-kubelet-client.crt"), opts.cert_dir.join("apiserver-kubelet-client.key"));
+            match CertKey::load(&c, &k) {
+                Ok(ck) => ck,
+                Err(_) => {
+                    // upstream: the apiserver's kubelet client is in system:masters.
+                    let ck = certs.ca.issue_client("kube-apiserver-kubelet-client", &["system:masters".to_string()])?;
+                    ck.write(&c, &k)?;
+                    ck
+                }
+            }
+        }
+    };
+    let ca = match &opts.kubelet_certificate_authority {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => certs.ca_pem().to_string(),
+    };
+    Ok(server::kubelet_proxy::KubeletClient { tls: component_base::tls::client_config(&ca, Some(&cert))? })
 }
 
 fn display_addr(addr: SocketAddr) -> String {

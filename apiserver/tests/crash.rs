@@ -26,14 +26,7 @@ fn spawn_apiserver(etcd: &str, cert_dir: &std::path::Path, port: u16) -> Child {
     ])
     .stdout(Stdio::null())
     .stderr(Stdio::null());
-    #[allow(unsafe_code)]
-    // SAFETY: prctl is async-signal-safe; the kernel kills the server if the test dies.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    component_base::testing::die_with_parent(&mut cmd);
     cmd.spawn().expect("apiserver binary")
 }
 

@@ -23,6 +23,7 @@ async fn full_in_flight_limit_answers_429_with_retry_after() {
         metrics: server::metrics::Metrics::new(&rkube_apiserver::storage::etcd_latency()),
         // No slot free: every non-long-running request must be turned away.
         inflight: Arc::new(tokio::sync::Semaphore::new(0)),
+        kubelet: None,
     });
     let admin = component_base::tls::PeerIdentity { user: "kubernetes-admin".into(), groups: vec!["system:masters".into()] };
     let request = |uri: &str, method: &str| {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use support::{Etcd, Server};
+use support::Etcd;
 
 const OBJECTS: usize = 200;
 const WRITERS: usize = 8;

@@ -426,16 +426,7 @@ async fn subresource(
         "scale" => scale(store, kind, ns, name, req, output).await,
         "binding" if m == Method::POST => binding(app, ns, Some(name), &req).await,
         "eviction" if m == Method::POST => eviction(store, kind, ns, name, &req).await,
-        "log" | "exec" | "attach" | "portforward" | "proxy" => {
-            let pod = store.get(kind, ns, name, None).await?;
-            let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
-            if kind.info.plural == "pods" && node.is_empty() {
-                return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
-            }
-            Err(ApiError::service_unavailable(format!(
-                "{sub} is not available yet: the apiserver does not proxy to kubelets in this version"
-            )))
-        }
+        "proxy" => Err(ApiError::service_unavailable(format!("{}/proxy is not served yet", kind.info.plural))),
         _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
     }
 }

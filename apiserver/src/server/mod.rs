@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod discovery;
 pub mod handlers;
+pub mod kubelet_proxy;
 pub mod metrics;
 pub mod negotiation;
 pub mod openapi;
@@ -37,6 +38,8 @@ pub struct App {
     pub auth: auth::Authenticator,
     pub metrics: metrics::Metrics,
     pub inflight: Arc<Semaphore>,
+    /// How to reach kubelets for logs, exec, attach and port-forward.
+    pub kubelet: Option<kubelet_proxy::KubeletClient>,
 }
 
 /// The client certificate's identity, put on each request by the TLS accept loop.
@@ -231,6 +234,9 @@ async fn route(app: &Arc<App>, req: Request, method: &Method, path: &str, query:
     let Some(p) = path::parse(path) else {
         return error_response(&ApiError::not_found_path());
     };
+    if kubelet_proxy::is_kubelet_subresource(&p) {
+        return handlers::finish(kubelet_proxy::proxy(app, &p, req).await);
+    }
     let (parts, body) = req.into_parts();
     let body = match read_body(body).await {
         Ok(b) => b,

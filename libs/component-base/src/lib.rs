@@ -4,4 +4,6 @@
 pub mod kubeconfig;
 pub mod logging;
 pub mod shutdown;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;

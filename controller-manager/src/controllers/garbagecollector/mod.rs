@@ -1,0 +1,195 @@
+//! The garbage collector: the ownerReferences graph over every resource discovery lists.
+//! - foreground deletion: an owner with the `foregroundDeletion` finalizer has its dependents
+//!   deleted, and loses the finalizer once no dependent with `blockOwnerDeletion` remains;
+//! - orphan deletion: an owner with the `orphan` finalizer has its reference removed from its
+//!   dependents, then loses the finalizer;
+//! - background: a dependent whose owners are all gone is deleted.
+//!
+//! Watches only wake the collector; each pass reads the reflector stores and acts through the
+//! API, so a restart loses nothing but the stores.
+
+mod graph;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{stream, StreamExt};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::discovery::{deletable, Resource};
+use super::Context;
+pub use graph::{plan, Action as GcAction, Node};
+
+pub const FOREGROUND: &str = "foregroundDeletion";
+pub const ORPHAN: &str = "orphan";
+
+struct Watched {
+    res: Resource,
+    store: Store<DynamicObject>,
+}
+
+pub async fn run(ctx: Context) -> anyhow::Result<()> {
+    let wake = Arc::new(Notify::new());
+    let resources = deletable(&ctx.client).await?;
+    let mut watched = Vec::new();
+    let mut streams = Vec::new();
+    for res in resources {
+        let writer = Writer::new(res.ar.clone());
+        let store = writer.as_reader();
+        let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &res.ar);
+        let w = wake.clone();
+        let s = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
+            .for_each(move |_| {
+                w.notify_one();
+                futures::future::ready(())
+            });
+        streams.push(Box::pin(s));
+        watched.push(Watched { res, store });
+    }
+    let cancel = ctx.cancel.clone();
+    let watching = stream::iter(streams).for_each_concurrent(None, |s| s);
+    tokio::pin!(watching);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = &mut watching => return Ok(()),
+            _ = wake.notified() => {}
+            _ = tick.tick() => {}
+        }
+        // Let a burst of events settle into one pass.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if watched.iter().any(|w| w.store.state().is_empty() && !is_ready(&w.store)) {
+            continue;
+        }
+        if let Err(e) = pass(&ctx.client, &watched).await {
+            tracing::warn!(controller = "garbagecollector", error = %e, "pass failed; will retry");
+        }
+    }
+}
+
+fn is_ready(store: &Store<DynamicObject>) -> bool {
+    futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
+}
+
+fn node_of(obj: &DynamicObject, res: usize) -> Node {
+    let m = &obj.metadata;
+    Node {
+        res,
+        uid: m.uid.clone().unwrap_or_default(),
+        name: m.name.clone().unwrap_or_default(),
+        namespace: m.namespace.clone(),
+        resource_version: m.resource_version.clone().unwrap_or_default(),
+        deleting: m.deletion_timestamp.is_some(),
+        finalizers: m.finalizers.clone().unwrap_or_default(),
+        owners: m
+            .owner_references
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| graph::Owner {
+                uid: o.uid,
+                api_version: o.api_version,
+                kind: o.kind,
+                name: o.name,
+                block: o.block_owner_deletion.unwrap_or(false),
+            })
+            .collect(),
+    }
+}
+
+async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Error> {
+    if !watched.iter().all(|w| is_ready(&w.store)) {
+        return Ok(());
+    }
+    let nodes: Vec<Node> =
+        watched.iter().enumerate().flat_map(|(i, w)| w.store.state().into_iter().map(move |o| node_of(&o, i))).collect();
+    let kinds: HashMap<(String, String), usize> = watched
+        .iter()
+        .enumerate()
+        .map(|(i, w)| ((w.res.ar.api_version.clone(), w.res.ar.kind.clone()), i))
+        .collect();
+    for action in plan(&nodes) {
+        let res = |n: &Node| &watched[n.res].res;
+        let api_for = |n: &Node| match (&n.namespace, res(n).namespaced) {
+            (Some(ns), true) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &res(n).ar),
+            _ => Api::<DynamicObject>::all_with(client.clone(), &res(n).ar),
+        };
+        let result = match &action {
+            GcAction::Delete { node } | GcAction::DeleteIfOwnersGone { node } => {
+                if matches!(action, GcAction::DeleteIfOwnersGone { .. }) && owners_alive(client, node, watched, &kinds).await? {
+                    continue;
+                }
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions { uid: Some(node.uid.clone()), resource_version: None }),
+                    ..DeleteParams::background()
+                };
+                tracing::info!(controller = "garbagecollector", namespace = ?node.namespace, name = %node.name, "deleting dependent");
+                api_for(node).delete(&node.name, &dp).await.map(|_| ())
+            }
+            GcAction::RemoveFinalizer { node, finalizer } => {
+                let rest: Vec<&String> = node.finalizers.iter().filter(|f| *f != finalizer).collect();
+                let patch = json!([
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": node.resource_version},
+                    {"op": "replace", "path": "/metadata/finalizers", "value": rest},
+                ]);
+                api_for(node).patch(&node.name, &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(patch).expect("a valid JSON patch"))).await.map(|_| ())
+            }
+            GcAction::RemoveOwner { node, owner_uid } => {
+                let kept: Vec<serde_json::Value> = watched[node.res]
+                    .store
+                    .state()
+                    .into_iter()
+                    .find(|o| o.metadata.uid.as_deref() == Some(node.uid.as_str()))
+                    .and_then(|o| o.metadata.owner_references.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|o| o.uid != *owner_uid)
+                    .map(|o| serde_json::to_value(o).expect("an OwnerReference serializes"))
+                    .collect();
+                let patch = json!([
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": node.resource_version},
+                    {"op": "replace", "path": "/metadata/ownerReferences", "value": kept},
+                ]);
+                api_for(node).patch(&node.name, &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(patch).expect("a valid JSON patch"))).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => {}
+            // Someone else changed or removed it first; the next pass sees the new state.
+            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409 | 422) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A live check before a background delete: the stores may lag behind a just-created owner.
+async fn owners_alive(
+    client: &kube::Client,
+    node: &Node,
+    watched: &[Watched],
+    kinds: &HashMap<(String, String), usize>,
+) -> Result<bool, kube::Error> {
+    for o in &node.owners {
+        let Some(&i) = kinds.get(&(o.api_version.clone(), o.kind.clone())) else {
+            // An owner kind nobody serves cannot exist: the reference dangles.
+            continue;
+        };
+        let r = &watched[i].res;
+        let api = match (&node.namespace, r.namespaced) {
+            (Some(ns), true) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &r.ar),
+            _ => Api::<DynamicObject>::all_with(client.clone(), &r.ar),
+        };
+        match api.get_opt(&o.name).await? {
+            Some(live) if live.metadata.uid.as_deref() == Some(o.uid.as_str()) => return Ok(true),
+            _ => {}
+        }
+    }
+    Ok(false)
+}
