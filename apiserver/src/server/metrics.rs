@@ -70,7 +70,11 @@ impl Metrics {
     pub fn new(etcd: &crate::storage::EtcdLatency) -> Self {
         let mut registry = Registry::default();
         let watchers = Family::<WatchLabels, Gauge>::default();
-        registry.register("apiserver_registered_watchers", "Number of currently open watches by resource", watchers.clone());
+        registry.register(
+            "apiserver_registered_watchers",
+            "Number of currently open watches by resource",
+            watchers.clone(),
+        );
         registry.register(
             "etcd_request_duration_seconds",
             "Latency of etcd requests in seconds by operation and resource type",
@@ -123,4 +127,3 @@ impl Metrics {
         (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
     }
 }
-

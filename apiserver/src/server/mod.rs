@@ -175,36 +175,12 @@ async fn route(app: &Arc<App>, req: Request, method: &Method, path: &str, query:
                     }
                 };
             }
-            "/openapi/v2" => {
-                return (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], Vec::<u8>::new())
-                    .into_response();
-            }
-            "/openapi/v3" => return json_response(StatusCode::OK, &openapi::v3_root(), "application/json"),
+            "/openapi/v2" => return openapi::v2_response(&accept).await,
+            "/openapi/v3" => return json_response(StatusCode::OK, &openapi::v3_root().await, "application/json"),
             _ => {}
         }
         if let Some(gv) = path.strip_prefix("/openapi/v3/") {
-            let docs = &openapi::v3().docs;
-            return match docs.get(gv) {
-                Some((bytes, hash)) => {
-                    let mut r = Response::new(Body::from(bytes.clone()));
-                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    if query.contains("hash=") {
-                        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
-                        if let Ok(v) = HeaderValue::from_str(&format!("\"{hash}\"")) {
-                            r.headers_mut().insert(header::ETAG, v);
-                        }
-                        let expires = (chrono::Utc::now() + chrono::Duration::days(365))
-                            .format("%a, %d %b %Y %H:%M:%S GMT")
-                            .to_string();
-                        if let Ok(v) = HeaderValue::from_str(&expires) {
-                            r.headers_mut().insert(header::EXPIRES, v);
-                        }
-                    }
-                    r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
-                    r
-                }
-                None => error_response(&ApiError::not_found_path()),
-            };
+            return openapi::v3_group_version(gv, query, &accept).await;
         }
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         match segs.as_slice() {
