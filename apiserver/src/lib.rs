@@ -181,7 +181,10 @@ fn kubelet_client(
     let cert = match (&opts.kubelet_client_certificate, &opts.kubelet_client_key) {
         (Some(c), Some(k)) => CertKey::load(c, k)?,
         _ => {
-            let (c, k) = (opts.cert_dir.join("apiserver-kubelet-client.crt"), opts.cert_dir.join("apiserver-kubelet-client.key"));
+            let (c, k) = (
+                opts.cert_dir.join("apiserver-kubelet-client.crt"),
+                opts.cert_dir.join("apiserver-kubelet-client.key"),
+            );
             match CertKey::load(&c, &k) {
                 Ok(ck) => ck,
                 Err(_) => {

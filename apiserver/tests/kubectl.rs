@@ -3,89 +3,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
+use component_base::testing::Kubectl;
+
 use support::{Etcd, Server};
-
-struct Kubectl {
-    bin: PathBuf,
-    home: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn kubectl_dir() -> PathBuf {
-    let which = Command::new("sh").args(["-c", "readlink -f \"$(command -v kubectl)\""]).output().expect("sh");
-    let path = String::from_utf8_lossy(&which.stdout).trim().to_string();
-    Path::new(&path).parent().expect("kubectl has a directory").to_path_buf()
-}
-
-impl Kubectl {
-    fn new(minor: u32, cert_dir: &Path) -> Self {
-        let bin = kubectl_dir().join(format!("kubectl.1.{minor}"));
-        assert!(bin.exists(), "{} is not installed", bin.display());
-        Kubectl { bin, home: tempfile::tempdir().expect("home"), kubeconfig: cert_dir.join("admin.kubeconfig") }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args(args)
-            .env("HOME", self.home.path())
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECTL_COMMAND_HEADERS", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut c = self.command(args);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let child = c.spawn().expect("kubectl runs");
-        let out = wait_with_timeout(child, Duration::from_secs(60));
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        self.run_env(args, &[])
-    }
-
-    /// Runs and requires exit code 0; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let r = self.run(args);
-        assert_eq!(r.code, 0, "kubectl {} failed:\nstdout: {}\nstderr: {}", args.join(" "), r.stdout, r.stderr);
-        r.stdout
-    }
-}
-
-fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> Output {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("kubectl timed out; stdout: {}", String::from_utf8_lossy(&out.stdout));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn header(out: &str) -> Vec<String> {
     let first = out.lines().next().unwrap_or("");

@@ -16,7 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
-async fn kubelet_handler(req: http::Request<Incoming>, seen: Seen, who: Option<String>) -> Result<http::Response<Full<bytes::Bytes>>, std::convert::Infallible> {
+async fn kubelet_handler(
+    req: http::Request<Incoming>,
+    seen: Seen,
+    who: Option<String>,
+) -> Result<http::Response<Full<bytes::Bytes>>, std::convert::Infallible> {
     seen.lock().expect("lock").push((req.uri().to_string(), who));
     let path = req.uri().path().to_string();
     if path.starts_with("/containerLogs/") {
@@ -27,7 +31,10 @@ async fn kubelet_handler(req: http::Request<Incoming>, seen: Seen, who: Option<S
     }
     let upgrade = req.headers().get("upgrade").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     if upgrade == "websocket" {
-        return Ok(http::Response::builder().status(400).body(Full::new(bytes::Bytes::from_static(b"websocket refused"))).expect("response"));
+        return Ok(http::Response::builder()
+            .status(400)
+            .body(Full::new(bytes::Bytes::from_static(b"websocket refused")))
+            .expect("response"));
     }
     if upgrade == "spdy/3.1" {
         let mut req = req;
@@ -78,7 +85,10 @@ async fn fake_kubelet(cert_dir: &std::path::Path) -> (u16, Seen) {
                     .and_then(|c| component_base::tls::identity_from_cert(c.as_ref()))
                     .map(|i| i.user);
                 let svc = hyper::service::service_fn(move |req| kubelet_handler(req, seen.clone(), who.clone()));
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).with_upgrades().await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades()
+                    .await;
             });
         }
     });
@@ -87,7 +97,9 @@ async fn fake_kubelet(cert_dir: &std::path::Path) -> (u16, Seen) {
 
 async fn raw_request(s: &Server, request: &str) -> (String, tokio_rustls::client::TlsStream<tokio::net::TcpStream>) {
     let ca = std::fs::read_to_string(s.cert_dir.path().join("ca.crt")).expect("ca");
-    let admin = component_base::tls::CertKey::load(&s.cert_dir.path().join("admin.crt"), &s.cert_dir.path().join("admin.key")).expect("admin");
+    let admin =
+        component_base::tls::CertKey::load(&s.cert_dir.path().join("admin.crt"), &s.cert_dir.path().join("admin.key"))
+            .expect("admin");
     let cfg = component_base::tls::client_config(&ca, Some(&admin)).expect("tls");
     let port: u16 = s.base.rsplit(':').next().expect("port").parse().expect("number");
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
@@ -120,10 +132,19 @@ async fn logs_and_exec_reach_the_pods_kubelet() {
         .await;
     assert_eq!(code, 201, "{node}");
     s.post("/api/v1/namespaces/default/pods", &json!({"metadata": {"name": "p"}, "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "busybox"}]}})).await;
-    s.post("/api/v1/namespaces/default/pods", &json!({"metadata": {"name": "unbound"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).await;
+    s.post(
+        "/api/v1/namespaces/default/pods",
+        &json!({"metadata": {"name": "unbound"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .await;
 
     // Logs: the kubelet's body comes back; the query is translated.
-    let r = s.client.get(s.url("/api/v1/namespaces/default/pods/p/log?tailLines=2&timestamps=true")).send().await.expect("logs");
+    let r = s
+        .client
+        .get(s.url("/api/v1/namespaces/default/pods/p/log?tailLines=2&timestamps=true"))
+        .send()
+        .await
+        .expect("logs");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "hello\nworld\n");
     let (uri, who) = seen.lock().expect("lock").last().cloned().expect("a kubelet request");

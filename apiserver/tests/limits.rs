@@ -25,13 +25,21 @@ async fn full_in_flight_limit_answers_429_with_retry_after() {
         inflight: Arc::new(tokio::sync::Semaphore::new(0)),
         kubelet: None,
     });
-    let admin = component_base::tls::PeerIdentity { user: "kubernetes-admin".into(), groups: vec!["system:masters".into()] };
+    let admin =
+        component_base::tls::PeerIdentity { user: "kubernetes-admin".into(), groups: vec!["system:masters".into()] };
     let request = |uri: &str, method: &str| {
-        let mut r = Request::builder().method(method).uri(uri).body(Body::from("{\"metadata\":{\"name\":\"x\"}}")).expect("request");
+        let mut r = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from("{\"metadata\":{\"name\":\"x\"}}"))
+            .expect("request");
         r.extensions_mut().insert(ConnIdentity(Some(admin.clone())));
         r
     };
-    let resp = server::router(app.clone()).oneshot(request("/api/v1/namespaces/default/configmaps", "POST")).await.expect("response");
+    let resp = server::router(app.clone())
+        .oneshot(request("/api/v1/namespaces/default/configmaps", "POST"))
+        .await
+        .expect("response");
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
     let body = http_body_util::BodyExt::collect(resp.into_body()).await.expect("body").to_bytes();
@@ -39,6 +47,9 @@ async fn full_in_flight_limit_answers_429_with_retry_after() {
     assert_eq!(st["reason"], "TooManyRequests");
     assert_eq!(s.get("/api/v1/namespaces/default/configmaps/x").await.0, 404);
     // A watch is long-running and is still served.
-    let resp = server::router(app).oneshot(request("/api/v1/namespaces/default/configmaps?watch=true", "GET")).await.expect("response");
+    let resp = server::router(app)
+        .oneshot(request("/api/v1/namespaces/default/configmaps?watch=true", "GET"))
+        .await
+        .expect("response");
     assert_eq!(resp.status(), 200);
 }

@@ -50,16 +50,20 @@ async fn garbage_collector_and_namespace_controller() {
     let cert_dir = tempfile::tempdir().expect("dir");
     let opts = rkube_apiserver::Options::parse_from([
         "rkube-apiserver",
-        "--etcd-servers", &etcd.endpoint,
-        "--secure-port", "0",
-        "--cert-dir", cert_dir.path().to_str().expect("utf-8"),
+        "--etcd-servers",
+        &etcd.endpoint,
+        "--secure-port",
+        "0",
+        "--cert-dir",
+        cert_dir.path().to_str().expect("utf-8"),
     ]);
     let cancel = CancellationToken::new();
     let server = rkube_apiserver::start(opts, cancel.clone()).await.expect("apiserver");
     let kubeconfig = cert_dir.path().join("admin.kubeconfig");
     let cm_opts = rkube_controller_manager::Options::parse_from([
         "rkube-controller-manager",
-        "--kubeconfig", kubeconfig.to_str().expect("utf-8"),
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8"),
     ]);
     let cm = tokio::spawn(rkube_controller_manager::run(cm_opts, cancel.child_token()));
     let client = rkube_controller_manager::client(Some(&kubeconfig)).await.expect("client");
@@ -98,11 +102,16 @@ async fn garbage_collector_and_namespace_controller() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
     let svcs: Api<Service> = Api::namespaced(client.clone(), "doomed");
     for i in 0..5 {
-        cms.create(&pp, &serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).expect("cm")).await.expect("cm");
+        cms.create(&pp, &serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).expect("cm"))
+            .await
+            .expect("cm");
     }
-    svcs.create(&pp, &serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}})).expect("svc"))
-        .await
-        .expect("svc");
+    svcs.create(
+        &pp,
+        &serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}})).expect("svc"),
+    )
+    .await
+    .expect("svc");
     nss.delete("doomed", &DeleteParams::default()).await.expect("delete ns");
     wait_for("namespace deletion", || async { nss.get_opt("doomed").await.expect("get").is_none() }).await;
     assert!(cms.list(&Default::default()).await.expect("list").items.is_empty());

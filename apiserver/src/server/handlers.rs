@@ -58,8 +58,10 @@ fn duplicates(req: &Req<'_>, opts: &WriteOptions) -> Result<Vec<String>, ApiErro
     if opts.field_validation == FieldValidation::Ignore || !(ct.is_empty() || ct.ends_with("json")) {
         return Ok(Vec::new());
     }
-    let msgs: Vec<String> =
-        super::negotiation::duplicate_fields(&req.body).into_iter().map(|f| format!("duplicate field \"{f}\"")).collect();
+    let msgs: Vec<String> = super::negotiation::duplicate_fields(&req.body)
+        .into_iter()
+        .map(|f| format!("duplicate field \"{f}\""))
+        .collect();
     if opts.field_validation == FieldValidation::Strict && !msgs.is_empty() {
         return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
     }

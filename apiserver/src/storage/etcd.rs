@@ -22,7 +22,9 @@ pub type EtcdLatency = prometheus_client::metrics::family::Family<
 
 pub fn etcd_latency() -> EtcdLatency {
     fn h() -> prometheus_client::metrics::histogram::Histogram {
-        prometheus_client::metrics::histogram::Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+        prometheus_client::metrics::histogram::Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ])
     }
     EtcdLatency::new_with_constructor(h)
 }

@@ -3,7 +3,8 @@
 //! `testing` feature, which only dev-dependencies enable.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free loopback port (bound, then released).
@@ -83,3 +84,83 @@ impl Drop for Etcd {
     }
 }
 
+/// A versioned kubectl build (`kubectl.1.NN` beside the installed dispatcher) with a
+/// throwaway HOME, pointed at one kubeconfig.
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub home: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The directory of the real kubectl binary the installed `kubectl` dispatches to.
+pub fn kubectl_dir() -> PathBuf {
+    let which = Command::new("sh").args(["-c", "readlink -f \"$(command -v kubectl)\""]).output().expect("sh");
+    let path = String::from_utf8_lossy(&which.stdout).trim().to_string();
+    Path::new(&path).parent().expect("kubectl has a directory").to_path_buf()
+}
+
+impl Kubectl {
+    pub fn new(minor: u32, cert_dir: &Path) -> Self {
+        let bin = kubectl_dir().join(format!("kubectl.1.{minor}"));
+        assert!(bin.exists(), "{} is not installed", bin.display());
+        Kubectl { bin, home: tempfile::tempdir().expect("home"), kubeconfig: cert_dir.join("admin.kubeconfig") }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args)
+            .env("HOME", self.home.path())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECTL_COMMAND_HEADERS", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("kubectl runs");
+        let out = wait_with_timeout(child, Duration::from_secs(60));
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    /// Runs and requires exit code 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "kubectl {} failed:\nstdout: {}\nstderr: {}", args.join(" "), r.stdout, r.stderr);
+        r.stdout
+    }
+}
+
+fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> Output {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("kubectl timed out; stdout: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

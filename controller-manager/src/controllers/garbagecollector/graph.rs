@@ -29,11 +29,21 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Delete a dependent of an owner under foreground deletion.
-    Delete { node: Node },
+    Delete {
+        node: Node,
+    },
     /// Delete a dependent whose owners all look gone (the caller confirms against the API).
-    DeleteIfOwnersGone { node: Node },
-    RemoveFinalizer { node: Node, finalizer: String },
-    RemoveOwner { node: Node, owner_uid: String },
+    DeleteIfOwnersGone {
+        node: Node,
+    },
+    RemoveFinalizer {
+        node: Node,
+        finalizer: String,
+    },
+    RemoveOwner {
+        node: Node,
+        owner_uid: String,
+    },
 }
 
 /// upstream's garbage collector decisions over one snapshot of the graph.
@@ -88,7 +98,13 @@ mod tests {
             finalizers: finalizers.iter().map(|f| f.to_string()).collect(),
             owners: owners
                 .iter()
-                .map(|(u, block)| Owner { uid: u.to_string(), api_version: "apps/v1".into(), kind: "ReplicaSet".into(), name: u.to_string(), block: *block })
+                .map(|(u, block)| Owner {
+                    uid: u.to_string(),
+                    api_version: "apps/v1".into(),
+                    kind: "ReplicaSet".into(),
+                    name: u.to_string(),
+                    block: *block,
+                })
                 .collect(),
         }
     }
@@ -113,14 +129,20 @@ mod tests {
     fn orphan_removes_references_then_the_finalizer() {
         let owner = node("rs", &[], true, &[ORPHAN]);
         let pod = node("pod", &[("rs", true)], false, &[]);
-        assert_eq!(plan(&[owner.clone(), pod.clone()]), vec![Action::RemoveOwner { node: pod, owner_uid: "rs".into() }]);
-        assert_eq!(plan(&[owner.clone()]), vec![Action::RemoveFinalizer { node: owner, finalizer: ORPHAN.into() }]);
+        assert_eq!(
+            plan(&[owner.clone(), pod.clone()]),
+            vec![Action::RemoveOwner { node: pod, owner_uid: "rs".into() }]
+        );
+        assert_eq!(
+            plan(std::slice::from_ref(&owner)),
+            vec![Action::RemoveFinalizer { node: owner, finalizer: ORPHAN.into() }]
+        );
     }
 
     #[test]
     fn dangling_dependent_is_deleted_in_the_background() {
         let pod = node("pod", &[("gone", true)], false, &[]);
-        assert_eq!(plan(&[pod.clone()]), vec![Action::DeleteIfOwnersGone { node: pod }]);
+        assert_eq!(plan(std::slice::from_ref(&pod)), vec![Action::DeleteIfOwnersGone { node: pod }]);
     }
 
     #[test]

@@ -43,11 +43,12 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         let store = writer.as_reader();
         let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &res.ar);
         let w = wake.clone();
-        let s = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
-            .for_each(move |_| {
+        let s = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).for_each(
+            move |_| {
                 w.notify_one();
                 futures::future::ready(())
-            });
+            },
+        );
         streams.push(Box::pin(s));
         watched.push(Watched { res, store });
     }
@@ -107,13 +108,13 @@ async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Er
     if !watched.iter().all(|w| is_ready(&w.store)) {
         return Ok(());
     }
-    let nodes: Vec<Node> =
-        watched.iter().enumerate().flat_map(|(i, w)| w.store.state().into_iter().map(move |o| node_of(&o, i))).collect();
-    let kinds: HashMap<(String, String), usize> = watched
+    let nodes: Vec<Node> = watched
         .iter()
         .enumerate()
-        .map(|(i, w)| ((w.res.ar.api_version.clone(), w.res.ar.kind.clone()), i))
+        .flat_map(|(i, w)| w.store.state().into_iter().map(move |o| node_of(&o, i)))
         .collect();
+    let kinds: HashMap<(String, String), usize> =
+        watched.iter().enumerate().map(|(i, w)| ((w.res.ar.api_version.clone(), w.res.ar.kind.clone()), i)).collect();
     for action in plan(&nodes) {
         let res = |n: &Node| &watched[n.res].res;
         let api_for = |n: &Node| match (&n.namespace, res(n).namespaced) {
@@ -122,7 +123,9 @@ async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Er
         };
         let result = match &action {
             GcAction::Delete { node } | GcAction::DeleteIfOwnersGone { node } => {
-                if matches!(action, GcAction::DeleteIfOwnersGone { .. }) && owners_alive(client, node, watched, &kinds).await? {
+                if matches!(action, GcAction::DeleteIfOwnersGone { .. })
+                    && owners_alive(client, node, watched, &kinds).await?
+                {
                     continue;
                 }
                 let dp = DeleteParams {
@@ -138,7 +141,14 @@ async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Er
                     {"op": "test", "path": "/metadata/resourceVersion", "value": node.resource_version},
                     {"op": "replace", "path": "/metadata/finalizers", "value": rest},
                 ]);
-                api_for(node).patch(&node.name, &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(patch).expect("a valid JSON patch"))).await.map(|_| ())
+                api_for(node)
+                    .patch(
+                        &node.name,
+                        &PatchParams::default(),
+                        &Patch::<()>::Json(serde_json::from_value(patch).expect("a valid JSON patch")),
+                    )
+                    .await
+                    .map(|_| ())
             }
             GcAction::RemoveOwner { node, owner_uid } => {
                 let kept: Vec<serde_json::Value> = watched[node.res]
@@ -156,7 +166,14 @@ async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Er
                     {"op": "test", "path": "/metadata/resourceVersion", "value": node.resource_version},
                     {"op": "replace", "path": "/metadata/ownerReferences", "value": kept},
                 ]);
-                api_for(node).patch(&node.name, &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(patch).expect("a valid JSON patch"))).await.map(|_| ())
+                api_for(node)
+                    .patch(
+                        &node.name,
+                        &PatchParams::default(),
+                        &Patch::<()>::Json(serde_json::from_value(patch).expect("a valid JSON patch")),
+                    )
+                    .await
+                    .map(|_| ())
             }
         };
         match result {

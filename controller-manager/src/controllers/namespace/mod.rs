@@ -47,7 +47,11 @@ fn error_policy(_ns: Arc<Namespace>, e: &Error, _ctx: Arc<Context>) -> Action {
 }
 
 /// What deleting the content of `ns` left behind: (resource plural, instances).
-async fn delete_content(client: &kube::Client, ns: &str, resources: &[Resource]) -> Result<Vec<(String, usize)>, Error> {
+async fn delete_content(
+    client: &kube::Client,
+    ns: &str,
+    resources: &[Resource],
+) -> Result<Vec<(String, usize)>, Error> {
     let mut remaining = Vec::new();
     for r in resources.iter().filter(|r| r.namespaced) {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &r.ar);
@@ -88,9 +92,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Erro
             "message": format!("Some resources are remaining: {}", kinds.join(", ")),
             "lastTransitionTime": now,
         }]}});
-        let _ = api
-            .patch_status(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status))
-            .await;
+        let _ = api.patch_status(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status)).await;
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     // Everything is gone: drop our finalizer; the apiserver then deletes the namespace.
@@ -98,7 +100,9 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Erro
     body["spec"]["finalizers"] = json!(finalizers.iter().filter(|f| *f != FINALIZER).collect::<Vec<_>>());
     match api.replace_subresource("finalize", &name, &PostParams::default(), &body).await {
         Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return Ok(Action::requeue(Duration::from_millis(200))),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+            return Ok(Action::requeue(Duration::from_millis(200)))
+        }
         Err(e) => return Err(e.into()),
     }
     tracing::info!(controller = "namespace", namespace = %name, "namespace finalized");
