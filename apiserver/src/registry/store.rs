@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use apimachinery::fields::FieldSelector;
 use apimachinery::labels::Selector;
+use apimachinery::managedfields::{self, ManagedFields, ResetFields, UpdateRequest};
 use apimachinery::status::ApiError;
 use apimachinery::validation::{validate_object_meta, validate_object_meta_update, FieldErrors};
 
@@ -451,29 +452,52 @@ impl Store {
         }
     }
 
-    fn record_manager(obj: &mut Value, manager: Option<&str>, operation: &str, api_version: &str, sub: Option<&str>) {
-        let Some(manager) = manager else { return };
-        let fields = fields_v1(obj);
-        let m = meta_mut(obj);
-        let list = m.entry("managedFields").or_insert_with(|| json!([]));
-        let Some(arr) = list.as_array_mut() else { return };
-        arr.retain(|e| {
-            !(e.get("manager").and_then(Value::as_str) == Some(manager)
-                && e.get("operation").and_then(Value::as_str) == Some(operation)
-                && e.get("subresource").and_then(Value::as_str) == sub)
-        });
-        let mut entry = json!({
-            "manager": manager,
-            "operation": operation,
-            "apiVersion": api_version,
-            "time": now(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": fields,
-        });
-        if let Some(s) = sub {
-            entry["subresource"] = json!(s);
-        }
-        arr.push(entry);
+    /// Records field ownership in `metadata.managedFields` for a write that turned `old` (none
+    /// for a create) into `obj`. `requested` is the managedFields the client sent, if any.
+    ///
+    /// upstream fieldmanager: the write starts from the managers the client sent when they
+    /// decode (an empty list resets them), else from the stored ones; subresource writes always
+    /// start from the stored ones. The fields the write added or changed then move to the
+    /// manager's `Update` entry. A write without a manager keeps the managers it starts from;
+    /// an apply (`handlers::apply_request`) has computed its managers already.
+    #[allow(clippy::too_many_arguments)]
+    fn record_manager(
+        kind: &Kind,
+        obj: &mut Value,
+        old: Option<&Value>,
+        requested: Option<&Value>,
+        manager: Option<&str>,
+        operation: &str,
+        sub: Option<&str>,
+    ) {
+        let managed = if operation == "Apply" {
+            ManagedFields::requested_or_live(requested, ManagedFields::default())
+        } else {
+            let live = old.and_then(|o| ManagedFields::of(o).ok()).unwrap_or_default();
+            let base = if sub.is_some() { live } else { ManagedFields::requested_or_live(requested, live) };
+            match manager {
+                None => base,
+                Some(manager) => {
+                    let api_version = kind.info.api_version();
+                    let reset = match sub {
+                        None if kind.strategy.status_subresource() => ResetFields::Status,
+                        Some("status") => ResetFields::AllButStatus,
+                        _ => ResetFields::None,
+                    };
+                    let req = UpdateRequest {
+                        manager,
+                        api_version: &api_version,
+                        subresource: sub,
+                        now: &now(),
+                        root_type: apimachinery::patch::meta::root_type(&api_version, kind.info.kind),
+                        reset,
+                    };
+                    let empty = json!({});
+                    managedfields::update(old.unwrap_or(&empty), obj, &base, &req)
+                }
+            }
+        };
+        managed.write_into(obj);
     }
 
     /// POST: creates the object.
@@ -491,6 +515,7 @@ impl Store {
         }
         let generate = m.get("generateName").and_then(Value::as_str).map(str::to_string);
         let named = m.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let requested_managed = m.get("managedFields").cloned();
         let (mut obj, warnings) = self.decode_typed(kind, body, opts.field_validation)?;
         let mut attempts = 0;
         loop {
@@ -515,6 +540,15 @@ impl Store {
             }
             kind.strategy.default(&mut o);
             kind.strategy.prepare_for_create(&mut o);
+            Self::record_manager(
+                kind,
+                &mut o,
+                None,
+                requested_managed.as_ref(),
+                opts.field_manager.as_deref(),
+                "Update",
+                None,
+            );
             let mut errs = self.validate_meta(kind, &o, None);
             errs.extend(kind.strategy.validate(&o));
             if !errs.is_empty() {
@@ -522,7 +556,6 @@ impl Store {
             }
             let name = meta_str(&o, "name").unwrap_or_default().to_string();
             self.check_namespace(kind, ns).await?;
-            Self::record_manager(&mut o, opts.field_manager.as_deref(), "Update", &kind.info.api_version(), None);
             let key = Self::key(kind, ns, &name);
             if opts.dry_run {
                 if self.etcd.get(&key).await.map_err(storage_err)?.is_some() {
@@ -570,6 +603,7 @@ impl Store {
         operation: &str,
         warnings: &mut Vec<String>,
     ) -> Result<Value, ApiError> {
+        let requested_managed = meta(&new).get("managedFields").cloned();
         let (mut o, w) = self.decode_typed(kind, new, opts.field_validation)?;
         *warnings = w;
         match sub {
@@ -618,12 +652,20 @@ impl Store {
         if let Some(rv) = meta(old).get("resourceVersion").cloned() {
             meta_mut(&mut o).insert("resourceVersion".into(), rv);
         }
+        Self::record_manager(
+            kind,
+            &mut o,
+            Some(old),
+            requested_managed.as_ref(),
+            opts.field_manager.as_deref(),
+            operation,
+            sub,
+        );
         let mut errs = self.validate_meta(kind, &o, Some(old));
         errs.extend(kind.strategy.validate_update(&o, old));
         if !errs.is_empty() {
             return Err(self.invalid(kind, &o, &errs));
         }
-        Self::record_manager(&mut o, opts.field_manager.as_deref(), operation, &kind.info.api_version(), sub);
         Ok(o)
     }
 
@@ -1067,77 +1109,4 @@ fn strip_rv(o: &Value) -> Vec<u8> {
         m.remove("resourceVersion");
     }
     serde_json::to_vec(&c).expect("a serde_json::Value always serializes")
-}
-
-/// A FieldsV1 set naming every leaf field the object sets (lists of maps by their `name`,
-/// else atomically), for the managedFields entry of a non-apply write.
-pub fn fields_v1(obj: &Value) -> Value {
-    fn walk(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut out = Map::new();
-                for (k, val) in m {
-                    if val.is_null() {
-                        continue;
-                    }
-                    out.insert(format!("f:{k}"), walk_field(val));
-                }
-                Value::Object(out)
-            }
-            _ => json!({}),
-        }
-    }
-    fn walk_field(v: &Value) -> Value {
-        match v {
-            Value::Object(_) => {
-                let mut inner = walk(v);
-                if let Some(o) = inner.as_object_mut() {
-                    o.insert(".".into(), json!({}));
-                }
-                inner
-            }
-            Value::Array(items)
-                if items.iter().all(|i| i.get("name").and_then(Value::as_str).is_some()) && !items.is_empty() =>
-            {
-                let mut out = Map::new();
-                for i in items {
-                    let key = format!("k:{}", json!({"name": i["name"]}));
-                    let mut inner = walk(i);
-                    if let Some(o) = inner.as_object_mut() {
-                        o.insert(".".into(), json!({}));
-                    }
-                    out.insert(key, inner);
-                }
-                Value::Object(out)
-            }
-            _ => json!({}),
-        }
-    }
-    let mut v = obj.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("apiVersion");
-        o.remove("kind");
-        o.remove("status");
-        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-            for f in [
-                "name",
-                "namespace",
-                "uid",
-                "resourceVersion",
-                "creationTimestamp",
-                "generation",
-                "managedFields",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generateName",
-                "selfLink",
-            ] {
-                m.remove(f);
-            }
-            if m.is_empty() {
-                o.remove("metadata");
-            }
-        }
-    }
-    walk(&v)
 }

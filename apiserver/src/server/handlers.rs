@@ -13,6 +13,7 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 
 use apimachinery::labels::Selector;
+use apimachinery::managedfields::{self, ApplyRequest, ManagedFields, ResetFields};
 use apimachinery::patch;
 use apimachinery::status::{success_status, ApiError};
 
@@ -158,7 +159,7 @@ async fn collection(
                 "the server does not allow this method on the requested resource",
             ));
         }
-        let opts = WriteOptions::parse(&req.query)?;
+        let opts = write_options(&req)?;
         let dups = duplicates(&req, &opts)?;
         let body = decode_body(&content_type(req.headers), &req.body)?;
         let w = store.create(kind, ns, body, &opts).await?;
@@ -200,7 +201,7 @@ async fn object(
         return Ok(single(StatusCode::OK, output, kind, obj, include));
     }
     if m == Method::PUT {
-        let opts = WriteOptions::parse(&req.query)?;
+        let opts = write_options(&req)?;
         let dups = duplicates(&req, &opts)?;
         let body = decode_body(&content_type(req.headers), &req.body)?;
         let w = store.update(kind, ns, name, None, body, &opts).await?;
@@ -312,14 +313,28 @@ async fn patch_request(
     Ok(written(StatusCode::OK, output, kind, w))
 }
 
+/// Write options, with upstream's default manager: the client's user agent.
+fn write_options(req: &Req<'_>) -> Result<WriteOptions, ApiError> {
+    let mut opts = WriteOptions::parse(&req.query)?;
+    if opts.field_manager.is_none() {
+        opts.field_manager = Some(default_manager(req.headers));
+    }
+    Ok(opts)
+}
+
 /// upstream: a write without fieldManager is attributed to the client's user agent.
 fn default_manager(headers: &HeaderMap) -> String {
     let ua = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
     ua.split('/').next().unwrap_or("unknown").chars().take(128).collect()
 }
 
-/// Server-side apply: creates the object if missing, else merges the applied configuration
-/// into the live object and records the manager's `Apply` entry.
+/// Server-side apply: merges the applied configuration into the live object (an empty one
+/// when the object does not exist yet, which the apply then creates) and records the manager's
+/// `Apply` entry, failing with 409 on fields other managers own unless `force=true`.
+///
+/// The managedFields are computed here, against the object read inside the store's
+/// read-modify-write loop, and handed to the store as they are (it records nothing itself for
+/// an `Apply` write or a write without a manager).
 #[allow(clippy::too_many_arguments)]
 async fn apply_request(
     store: &Store,
@@ -331,68 +346,66 @@ async fn apply_request(
     opts: WriteOptions,
     output: Output,
 ) -> Result<Response, ApiError> {
-    match store.get(kind, ns, name, None).await {
-        Err(e) if e.code == 404 && sub.is_none() => {
-            let mut body = applied.clone();
-            if body.pointer("/metadata/name").is_none() {
-                body["metadata"]["name"] = json!(name);
+    let Some(manager) = opts.field_manager.clone() else {
+        return Err(ApiError::bad_request(
+            "PATCH, application/apply-patch+yaml requests require fieldManager to be set",
+        ));
+    };
+    let api_version = kind.info.api_version();
+    let reset = match sub {
+        None if kind.strategy.status_subresource() => ResetFields::Status,
+        Some("status") => ResetFields::AllButStatus,
+        _ => ResetFields::None,
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let req = ApplyRequest {
+        manager: &manager,
+        api_version: &api_version,
+        subresource: sub,
+        force: opts.force,
+        now: &now,
+        root_type: patch::meta::root_type(&api_version, kind.info.kind),
+        reset,
+    };
+    // A resourceVersion in the configuration is a precondition, as for any other patch.
+    let precondition = applied
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let run = |live: &Value| -> Result<Value, ApiError> {
+        let managed = ManagedFields::of(live).unwrap_or_default();
+        let out = managedfields::apply(live, &applied, &managed, &req).map_err(|e| e.to_api_error())?;
+        let mut obj = out.object;
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            // Explicit, even when empty: an empty list tells the store the apply cleared them.
+            m.insert("managedFields".into(), out.managed.encode());
+        }
+        Ok(obj)
+    };
+    let mut store_opts = opts.clone();
+    store_opts.field_manager = None;
+    if sub.is_none() && precondition.is_none() {
+        match store.get(kind, ns, name, None).await {
+            Err(e) if e.code == 404 => {
+                let mut body = run(&json!({}))?;
+                if body.pointer("/metadata/name").is_none() {
+                    body["metadata"]["name"] = json!(name);
+                }
+                match store.create(kind, ns, body, &store_opts).await {
+                    Ok(w) => return Ok(written(StatusCode::CREATED, output, kind, w)),
+                    // Created meanwhile: apply to it instead.
+                    Err(e) if e.reason == "AlreadyExists" => {}
+                    Err(e) => return Err(e),
+                }
             }
-            let w = store.create(kind, ns, body, &opts).await?;
-            let w = relabel_operation(store, kind, ns, name, w, &opts).await?;
-            Ok(written(StatusCode::CREATED, output, kind, w))
-        }
-        Err(e) => Err(e),
-        Ok(_) => {
-            let w = store
-                .update_with(kind, ns, name, sub, &opts, "Apply", None, |old| {
-                    let mut new = apply_patch(kind, "application/apply-patch+yaml", &applied, old)?;
-                    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-                        m.remove("resourceVersion");
-                    }
-                    Ok(new)
-                })
-                .await?;
-            Ok(written(StatusCode::OK, output, kind, w))
+            Err(e) => return Err(e),
+            Ok(_) => {}
         }
     }
-}
-
-/// The create path records an `Update` entry; apply's create is an `Apply`.
-async fn relabel_operation(
-    store: &Store,
-    kind: &Kind,
-    ns: Option<&str>,
-    name: &str,
-    w: Written,
-    opts: &WriteOptions,
-) -> Result<Written, ApiError> {
-    if opts.dry_run {
-        let mut w = w;
-        set_operation(&mut w.object, opts.field_manager.as_deref(), "Apply");
-        return Ok(w);
-    }
-    let rv = w.object.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
-    let manager = opts.field_manager.clone();
-    let mut o = opts.clone();
-    o.field_manager = None;
-    let updated = store
-        .update_with(kind, ns, name, None, &o, "Apply", rv, |old| {
-            let mut new = old.clone();
-            set_operation(&mut new, manager.as_deref(), "Apply");
-            Ok(new)
-        })
-        .await?;
-    Ok(Written { object: updated.object, warnings: w.warnings, created: true })
-}
-
-fn set_operation(obj: &mut Value, manager: Option<&str>, op: &str) {
-    if let Some(arr) = obj.pointer_mut("/metadata/managedFields").and_then(Value::as_array_mut) {
-        for e in arr.iter_mut() {
-            if e.get("manager").and_then(Value::as_str) == manager {
-                e["operation"] = json!(op);
-            }
-        }
-    }
+    let w = store.update_with(kind, ns, name, sub, &store_opts, "Apply", precondition, run).await?;
+    Ok(written(StatusCode::OK, output, kind, w))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -415,7 +428,7 @@ async fn subresource(
                 return Ok(single(StatusCode::OK, output, kind, obj, include));
             }
             if m == Method::PUT {
-                let opts = WriteOptions::parse(&req.query)?;
+                let opts = write_options(&req)?;
                 let body = decode_body(&content_type(req.headers), &req.body)?;
                 let w = store.update(kind, ns, name, Some(sub), body, &opts).await?;
                 return Ok(written(StatusCode::OK, output, kind, w));
@@ -464,7 +477,7 @@ async fn scale(
         let obj = store.get(kind, ns, name, None).await?;
         return Ok(respond(StatusCode::OK, out, &scale_of(kind, &obj)?));
     }
-    let opts = WriteOptions::parse(&req.query)?;
+    let opts = write_options(&req)?;
     let ct = content_type(req.headers);
     let body = decode_body(&ct, &req.body)?;
     let is_put = m == Method::PUT;
@@ -535,7 +548,7 @@ async fn binding(app: &Arc<App>, ns: Option<&str>, name: Option<&str>, req: &Req
         ));
     }
     let pods = store.registry.get("", "pods").ok_or_else(ApiError::not_found_path)?;
-    let opts = WriteOptions::parse(&req.query)?;
+    let opts = write_options(req)?;
     store
         .update_with(&pods, ns, &pod_name, Some("binding"), &opts, "Update", None, |old| {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
