@@ -7,6 +7,17 @@ packages=(
   etcd-server        # the one store; tests start their own etcd on loopback
   protobuf-compiler  # protoc, for crates that generate gRPC code
   jq curl            # used by the scripts under hack/
+  # nodes: the container runtime the kubelet drives over CRI, and pod networking
+  containerd         # the CRI runtime (also ships `ctr`, used to import images)
+  runc               # the OCI runtime containerd starts containers with
+  containernetworking-plugins  # CNI bridge, host-local, portmap, loopback (/usr/lib/cni)
+  iptables conntrack # rkube-proxy's rules; conntrack to flush stale entries
+  iproute2           # `ip netns`: each node (and each runtime test) is a network namespace
+  docker-registry    # the local registry the local cluster points containerd's mirrors at
+  # images built from Debian packages without Docker (hack/images/build-images.sh)
+  busybox-static     # the busybox image, and the base of the small nginx image
+  skopeo umoci       # assemble OCI layouts and write importable oci-archives
+  gcc libc6-dev      # the static pause binary
 )
 
 missing=()
@@ -30,6 +41,6 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/d
   systemctl stop etcd || true
 fi
 
-for cmd in etcd protoc kubectl cargo; do
+for cmd in etcd protoc kubectl cargo containerd ctr runc ip iptables skopeo umoci gcc; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "install-deps: $cmd not found after install" >&2; exit 1; }
 done

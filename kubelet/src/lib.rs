@@ -3,6 +3,12 @@
 
 use clap::Parser;
 
+pub mod nodestatus;
+pub mod runtime;
+
+/// The version the kubelet reports in its Node's nodeInfo (the API version rkube speaks).
+pub const KUBELET_VERSION: &str = "v1.33.0+rkube";
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "rkube-kubelet", about = "The node agent (not implemented yet)")]
 pub struct Options {

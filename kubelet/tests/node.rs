@@ -1,0 +1,124 @@
+//! The kubelet's Node against a real apiserver on a real etcd: registration with upstream's
+//! labels and status, the Lease renewed in kube-node-lease, NotReady with the runtime's reason
+//! when the runtime goes down and Ready again when it returns, and re-registration after a
+//! restart keeps the same Node.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::Parser;
+use component_base::testing::Etcd;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use rkube_kubelet::nodestatus::{self, NodeFacts, RuntimeHealth};
+use tokio_util::sync::CancellationToken;
+
+fn facts() -> NodeFacts {
+    NodeFacts {
+        name: "node-1".into(),
+        internal_ip: "198.19.0.2".into(),
+        kubelet_port: 10250,
+        pod_cidr: Some("198.18.1.0/24".into()),
+        labels: BTreeMap::new(),
+        cpu_millis: 2000,
+        memory_bytes: 4 << 30,
+        ephemeral_storage_bytes: 50 << 30,
+        max_pods: 110,
+        kernel_version: "6.18".into(),
+        os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+        runtime_version: "containerd://1.6.20".into(),
+        boot_id: "boot".into(),
+        machine_id: "machine".into(),
+    }
+}
+
+fn ready(n: &Node) -> Option<(String, String)> {
+    let c = n.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_registers_renews_its_lease_and_reports_runtime_health() {
+    let etcd = Etcd::start();
+    let cert_dir = tempfile::tempdir().expect("dir");
+    let opts = rkube_apiserver::Options::parse_from([
+        "rkube-apiserver",
+        "--etcd-servers",
+        &etcd.endpoint,
+        "--secure-port",
+        "0",
+        "--cert-dir",
+        cert_dir.path().to_str().expect("utf-8"),
+    ]);
+    let cancel = CancellationToken::new();
+    let server = rkube_apiserver::start(opts, cancel.clone()).await.expect("apiserver");
+    let kc = kube::config::Kubeconfig::read_from(cert_dir.path().join("admin.kubeconfig")).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+
+    let (health_tx, health_rx) = tokio::sync::watch::channel(RuntimeHealth::Ready);
+    let node_cancel = cancel.child_token();
+    let task = tokio::spawn(nodestatus::run(
+        client.clone(),
+        facts(),
+        health_rx,
+        Duration::from_millis(300),
+        Duration::from_millis(300),
+        node_cancel.clone(),
+    ));
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("Ready", || async {
+        nodes.get_opt("node-1").await.ok().flatten().and_then(|n| ready(&n)).map(|r| r.0) == Some("True".into())
+    })
+    .await;
+    let n = nodes.get("node-1").await.expect("node");
+    let labels = n.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("kubernetes.io/hostname").map(String::as_str), Some("node-1"));
+    let status = n.status.clone().expect("status");
+    assert_eq!(status.capacity.as_ref().and_then(|c| c.get("pods")).map(|q| q.0.as_str()), Some("110"));
+    assert_eq!(status.addresses.as_ref().map(|a| a[0].address.as_str()), Some("198.19.0.2"));
+    assert_eq!(status.node_info.as_ref().map(|i| i.kubelet_version.starts_with("v1.33")), Some(true));
+    assert_eq!(n.spec.as_ref().and_then(|s| s.pod_cidr.clone()).as_deref(), Some("198.18.1.0/24"));
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    eventually("a lease", || async { leases.get_opt("node-1").await.ok().flatten().is_some() }).await;
+    let first = leases.get("node-1").await.expect("lease").spec.and_then(|s| s.renew_time).expect("renewTime");
+    eventually("a renewal", || async {
+        leases.get("node-1").await.ok().and_then(|l| l.spec).and_then(|s| s.renew_time).is_some_and(|t| t.0 > first.0)
+    })
+    .await;
+
+    health_tx.send(RuntimeHealth::Down("connect: connection refused".into())).expect("send");
+    eventually("NotReady", || async {
+        nodes.get("node-1").await.ok().and_then(|n| ready(&n)) == Some(("False".into(), "KubeletNotReady".into()))
+    })
+    .await;
+    health_tx.send(RuntimeHealth::Ready).expect("send");
+    eventually("Ready again", || async {
+        nodes.get("node-1").await.ok().and_then(|n| ready(&n)).map(|r| r.0) == Some("True".into())
+    })
+    .await;
+
+    // A restarted kubelet takes over the same Node.
+    node_cancel.cancel();
+    task.await.expect("node loop");
+    let uid = nodes.get("node-1").await.expect("node").metadata.uid;
+    let again = nodestatus::register(&client, &facts()).await.expect("re-register");
+    assert_eq!(again.metadata.uid, uid);
+
+    cancel.cancel();
+    server.stop().await;
+}
