@@ -239,7 +239,8 @@ async fn eviction_respects_disruption_budgets() {
     let p = "/api/v1/namespaces/default/pods";
     let pod = json!({"metadata": {"name": "w", "labels": {"app": "w"}}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
     assert_eq!(s.post(p, &pod).await.0, 201);
-    let pdb = json!({"metadata": {"name": "budget"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "w"}}}});
+    let pdb =
+        json!({"metadata": {"name": "budget"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "w"}}}});
     assert_eq!(s.post("/apis/policy/v1/namespaces/default/poddisruptionbudgets", &pdb).await.0, 201);
     let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "w", "namespace": "default"}, "deleteOptions": {}});
     // No disruption allowed (the disruption controller has not counted yet): 429.
@@ -272,19 +273,25 @@ async fn delete_preconditions_and_yaml_bodies() {
     assert_eq!(code, 201, "{o}");
     assert_eq!(o["data"]["key"], "value");
     // A YAML answer when asked for.
-    let r = s.client.get(s.url(&format!("{p}/from-yaml"))).header("accept", "application/yaml").send().await.expect("get");
+    let r =
+        s.client.get(s.url(&format!("{p}/from-yaml"))).header("accept", "application/yaml").send().await.expect("get");
     assert_eq!(r.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/yaml"));
     assert!(r.text().await.expect("body").contains("key: value"));
     // Preconditions: a wrong uid or resourceVersion is a 409 and deletes nothing.
     let body = json!({"preconditions": {"uid": "not-the-uid"}}).to_string();
-    let (code, st) = s.req(reqwest::Method::DELETE, &format!("{p}/from-yaml"), Some("application/json"), Some(body)).await;
+    let (code, st) =
+        s.req(reqwest::Method::DELETE, &format!("{p}/from-yaml"), Some("application/json"), Some(body)).await;
     assert_eq!(code, 409, "{st}");
-    let body = json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "preconditions": {"resourceVersion": "1"}}).to_string();
-    let (code, _) = s.req(reqwest::Method::DELETE, &format!("{p}/from-yaml"), Some("application/json"), Some(body)).await;
+    let body =
+        json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "preconditions": {"resourceVersion": "1"}})
+            .to_string();
+    let (code, _) =
+        s.req(reqwest::Method::DELETE, &format!("{p}/from-yaml"), Some("application/json"), Some(body)).await;
     assert_eq!(code, 409);
     let uid = o["metadata"]["uid"].as_str().expect("uid");
     let body = json!({"preconditions": {"uid": uid}, "propagationPolicy": "Background"}).to_string();
-    let (code, _) = s.req(reqwest::Method::DELETE, &format!("{p}/from-yaml"), Some("application/json"), Some(body)).await;
+    let (code, _) =
+        s.req(reqwest::Method::DELETE, &format!("{p}/from-yaml"), Some("application/json"), Some(body)).await;
     assert_eq!(code, 200);
     assert_eq!(s.get(&format!("{p}/from-yaml")).await.0, 404);
 }
