@@ -44,6 +44,13 @@ async fn bad_input_table_changes_nothing() {
         )
         .await;
     assert_eq!(code, 201);
+    let (code, _) = s
+        .post(
+            "/api/v1/namespaces/default/persistentvolumeclaims",
+            &json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+        )
+        .await;
+    assert_eq!(code, 201);
     let stale_rv = live["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
     // Make `stale_rv` stale.
     let (code, _) = s
@@ -78,6 +85,7 @@ async fn bad_input_table_changes_nothing() {
         case("stale resourceVersion", "PUT", "/api/v1/namespaces/default/configmaps/live", "application/json", json!({"metadata": {"name": "live", "resourceVersion": stale_rv}, "data": {"a": "3"}}).to_string(), 409, "Conflict"),
         case("name differs from URL", "PUT", "/api/v1/namespaces/default/configmaps/live", "application/json", json!({"metadata": {"name": "other"}}).to_string(), 400, "BadRequest"),
         case("immutable selector", "PATCH", "/apis/apps/v1/namespaces/default/deployments/web", "application/merge-patch+json", json!({"spec": {"selector": {"matchLabels": {"app": "x"}}, "template": {"metadata": {"labels": {"app": "x"}}}}}).to_string(), 422, "Invalid"),
+        case("immutable PVC spec", "PATCH", "/api/v1/namespaces/default/persistentvolumeclaims/data", "application/merge-patch+json", json!({"spec": {"accessModes": ["ReadWriteMany"]}}).to_string(), 422, "Invalid"),
         case("pod without containers", "POST", "/api/v1/namespaces/default/pods", "application/json", json!({"metadata": {"name": "p"}, "spec": {"containers": []}}).to_string(), 422, "Invalid"),
         case("bad label selector", "GET", "/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20(", "", String::new(), 400, "BadRequest"),
         case("unsupported field selector", "GET", "/api/v1/namespaces/default/configmaps?fieldSelector=spec.nope%3Dx", "", String::new(), 400, "BadRequest"),
