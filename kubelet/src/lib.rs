@@ -4,6 +4,7 @@
 use clap::Parser;
 
 pub mod nodestatus;
+pub mod pod_workers;
 pub mod runtime;
 
 /// The version the kubelet reports in its Node's nodeInfo (the API version rkube speaks).
