@@ -6,6 +6,7 @@ use clap::Parser;
 pub mod nodestatus;
 pub mod pod_workers;
 pub mod runtime;
+pub mod status;
 
 /// The version the kubelet reports in its Node's nodeInfo (the API version rkube speaks).
 pub const KUBELET_VERSION: &str = "v1.33.0+rkube";
