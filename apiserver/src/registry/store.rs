@@ -20,7 +20,7 @@ use super::options::{
     decode_continue, encode_continue, DeleteOptions, FieldValidation, ListOptions, Propagation, RvMatch, WriteOptions,
 };
 use super::{Kind, Registry, SideEffects};
-use crate::storage::cache::{decode, CacheMsg, WatchFromError};
+use crate::storage::cache::{decode, CacheMsg, Obj, WatchFromError};
 use crate::storage::{Cacher, Etcd, EventType, StorageError, WatchEvent};
 
 const MAX_UPDATE_RETRIES: usize = 16;
@@ -33,7 +33,7 @@ pub struct Store {
 
 /// What a list returns.
 pub struct ListResult {
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Arc<Obj>>,
     pub rev: i64,
     pub continue_token: Option<String>,
     pub remaining: Option<i64>,
@@ -42,7 +42,7 @@ pub struct ListResult {
 /// One item of a watch stream.
 #[derive(Debug, Clone)]
 pub enum WatchItem {
-    Event(EventType, Arc<Value>),
+    Event(EventType, Arc<Obj>),
     /// A bookmark at this revision; `initial_end` marks the end of `sendInitialEvents`.
     Bookmark {
         rev: i64,
@@ -207,7 +207,7 @@ impl Store {
             if cache.is_ready() {
                 return cache
                     .get(&Self::key(kind, ns, name))
-                    .map(|v| (*v).clone())
+                    .map(|v| v.value().clone())
                     .ok_or_else(|| ApiError::not_found(kind.info.group, kind.info.plural, name));
             }
         }
@@ -300,7 +300,7 @@ impl Store {
                 let obj = decode(&kv.value, kv.mod_revision).map_err(storage_err)?;
                 last_key = Some(kv.key.clone());
                 if filter(&obj) {
-                    items.push(Arc::new(obj));
+                    items.push(Arc::new(Obj::new(obj)));
                 }
             }
             if !page.more || opts.limit == 0 || items.len() as i64 >= opts.limit {
@@ -1018,7 +1018,7 @@ fn classify(ev: &WatchEvent, filter: &(impl Fn(&Value) -> bool + ?Sized)) -> Opt
 fn async_stream(
     cache: Arc<Cacher>,
     prefix: String,
-    pre: Vec<Arc<Value>>,
+    pre: Vec<Arc<Obj>>,
     cw: crate::storage::cache::CacheWatch,
     filter: Arc<impl Fn(&Value) -> bool + Send + Sync + 'static>,
     from: Option<i64>,

@@ -139,7 +139,10 @@ async fn collection(
         if let Some(r) = list.remaining {
             list_meta["remainingItemCount"] = json!(r);
         }
-        let items: Vec<&Value> = list.items.iter().map(|a| a.as_ref()).collect();
+        if output == Output::Json {
+            return Ok(json_list(kind, list_meta, &list.items));
+        }
+        let items: Vec<&Value> = list.items.iter().map(|a| a.value()).collect();
         let body = match output {
             Output::Table { v1beta1 } => to_table(kind.info, &items, list_meta, include, v1beta1),
             Output::PartialMetadata { v1beta1 } => partial_metadata_list(&items, list_meta, v1beta1),
@@ -222,6 +225,27 @@ async fn object(
         return Ok(single(status, output, kind, d.object, include));
     }
     Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"))
+}
+
+/// A plain JSON list, assembled from each object's cached serialization.
+fn json_list(kind: &Kind, list_meta: Value, items: &[Arc<crate::storage::cache::Obj>]) -> Response {
+    let head = json!({"kind": format!("{}List", kind.info.kind), "apiVersion": kind.info.api_version(), "metadata": list_meta});
+    let mut buf = serde_json::to_vec(&head).expect("a serde_json::Value always serializes");
+    // Reopen the head object to append the items.
+    buf.pop();
+    let size: usize = items.iter().map(|o| o.json().len() + 1).sum();
+    buf.reserve(size + 16);
+    buf.extend_from_slice(b",\"items\":[");
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(o.json());
+    }
+    buf.extend_from_slice(b"]}");
+    let mut r = Response::new(Body::from(buf));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r
 }
 
 /// Applies a patch of any of the four types to `old`.
@@ -652,8 +676,22 @@ async fn watch(
         .map(move |item| {
             let _counted = &guard;
             let (t, obj) = match item {
+                // The common case: the stored JSON (which carries kind and apiVersion) as it is,
+                // serialized once for every watcher.
+                WatchItem::Event(t, obj)
+                    if output == Output::Json && obj.get("kind").is_some() && obj.get("apiVersion").is_some() =>
+                {
+                    let json = obj.json();
+                    let mut line = Vec::with_capacity(json.len() + 32);
+                    line.extend_from_slice(b"{\"type\":\"");
+                    line.extend_from_slice(t.as_str().as_bytes());
+                    line.extend_from_slice(b"\",\"object\":");
+                    line.extend_from_slice(json);
+                    line.extend_from_slice(b"}\n");
+                    return Ok::<Bytes, Infallible>(Bytes::from(line));
+                }
                 WatchItem::Event(t, obj) => {
-                    let mut o = (*obj).clone();
+                    let mut o = obj.value().clone();
                     if let Some(m) = o.as_object_mut() {
                         m.insert("kind".into(), json!(kind_owned.kind));
                         m.insert("apiVersion".into(), json!(kind_owned.api_version()));

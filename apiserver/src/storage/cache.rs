@@ -30,14 +30,43 @@ impl EventType {
     }
 }
 
+/// A cached object: its JSON value, and its serialized form, made once on first use, so a
+/// list or a watch event of an unchanged object costs a copy, not a serialization.
+#[derive(Debug)]
+pub struct Obj {
+    value: Value,
+    json: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Obj {
+    pub fn new(value: Value) -> Self {
+        Self { value, json: std::sync::OnceLock::new() }
+    }
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+    /// The object as JSON bytes.
+    pub fn json(&self) -> &bytes::Bytes {
+        self.json
+            .get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&self.value).expect("a Value always serializes")))
+    }
+}
+
+impl std::ops::Deref for Obj {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 #[derive(Debug)]
 pub struct WatchEvent {
     pub kind: EventType,
     pub key: String,
     /// The object after the change (for DELETED: the last state), resourceVersion = `rev`.
-    pub object: Arc<Value>,
+    pub object: Arc<Obj>,
     /// The object before the change, if it existed.
-    pub prev: Option<Arc<Value>>,
+    pub prev: Option<Arc<Obj>>,
     pub rev: i64,
 }
 
@@ -64,7 +93,7 @@ pub struct CacheWatch {
 }
 
 struct State {
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<Obj>>,
     events: VecDeque<Arc<WatchEvent>>,
     /// Events cover revisions in `(oldest, rev]`.
     oldest: i64,
@@ -93,7 +122,7 @@ pub fn decode(value: &[u8], rev: i64) -> Result<Value, StorageError> {
 pub fn convert_event(
     etcd: &Etcd,
     ev: &etcd_client::Event,
-    known_prev: Option<Arc<Value>>,
+    known_prev: Option<Arc<Obj>>,
 ) -> Option<Result<WatchEvent, StorageError>> {
     let kv = ev.kv()?;
     let key = etcd.key_of(kv);
@@ -102,7 +131,7 @@ pub fn convert_event(
         Some(p) => Some(p),
         None => match ev.prev_kv() {
             Some(p) => match decode(p.value(), p.mod_revision()) {
-                Ok(v) => Some(Arc::new(v)),
+                Ok(v) => Some(Arc::new(Obj::new(v))),
                 Err(e) => return Some(Err(e)),
             },
             None => None,
@@ -119,17 +148,17 @@ pub fn convert_event(
             } else {
                 EventType::Modified
             };
-            Some(Ok(WatchEvent { kind, key: key.key, object: Arc::new(obj), prev, rev }))
+            Some(Ok(WatchEvent { kind, key: key.key, object: Arc::new(Obj::new(obj)), prev, rev }))
         }
         etcd_client::EventType::Delete => {
-            let mut last = prev.as_deref().cloned().unwrap_or(Value::Null);
+            let mut last = prev.as_deref().map(|o| o.value().clone()).unwrap_or(Value::Null);
             if last.is_null() {
                 // Nothing to report without the last state; etcd always sends prev_kv with
                 // with_prev_key unless it was compacted away.
                 return None;
             }
             set_resource_version(&mut last, rev);
-            Some(Ok(WatchEvent { kind: EventType::Deleted, key: key.key, object: Arc::new(last), prev, rev }))
+            Some(Ok(WatchEvent { kind: EventType::Deleted, key: key.key, object: Arc::new(Obj::new(last)), prev, rev }))
         }
     }
 }
@@ -193,7 +222,7 @@ impl Cacher {
             for kv in &page.items {
                 match decode(&kv.value, kv.mod_revision) {
                     Ok(obj) => {
-                        objects.insert(kv.key.clone(), Arc::new(obj));
+                        objects.insert(kv.key.clone(), Arc::new(Obj::new(obj)));
                     }
                     Err(e) => tracing::error!(key = %kv.key, error = %e, "skipping undecodable object"),
                 }
@@ -273,7 +302,7 @@ impl Cacher {
     }
 
     /// Every object whose key starts with `key_prefix`, and the revision they are at.
-    pub fn list(&self, key_prefix: &str) -> Result<(Vec<Arc<Value>>, i64), WatchFromError> {
+    pub fn list(&self, key_prefix: &str) -> Result<(Vec<Arc<Obj>>, i64), WatchFromError> {
         let s = self.state.read().map_err(|_| WatchFromError::NotReady)?;
         if !s.ready {
             return Err(WatchFromError::NotReady);
@@ -288,7 +317,7 @@ impl Cacher {
     }
 
     /// One object from the cache.
-    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+    pub fn get(&self, key: &str) -> Option<Arc<Obj>> {
         self.state.read().ok().and_then(|s| s.objects.get(key).cloned())
     }
 
