@@ -955,7 +955,7 @@ impl Store {
         let etcd = self.etcd.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<WatchItem>(256);
         tokio::spawn(async move {
-            let mut stream = match etcd.watch(&prefix, rv + 1).await {
+            let mut stream = match etcd.watch(&prefix, rv + 1, true).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = tx.send(WatchItem::Error(storage_err(e))).await;

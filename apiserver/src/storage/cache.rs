@@ -241,7 +241,7 @@ impl Cacher {
             s.ready = true;
         }
         self.rev_tx.send_replace(rev);
-        let mut stream = self.etcd.watch(&self.prefix, rev + 1).await?;
+        let mut stream = self.etcd.watch(&self.prefix, rev + 1, false).await?;
         loop {
             let msg = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),

@@ -233,8 +233,18 @@ impl Etcd {
     }
 
     /// Opens a watch on `prefix` from `start_revision` with previous values.
-    pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<etcd_client::WatchStream, StorageError> {
-        let opts = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(start_revision);
+    /// `prev_kv` asks etcd for each key's previous value too; the watch cache keeps its own
+    /// copy and saves etcd that work.
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        start_revision: i64,
+        prev_kv: bool,
+    ) -> Result<etcd_client::WatchStream, StorageError> {
+        let mut opts = WatchOptions::new().with_prefix().with_start_revision(start_revision);
+        if prev_kv {
+            opts = opts.with_prev_key();
+        }
         Ok(self.client.watch_client().watch(self.full(prefix), Some(opts)).await?)
     }
 
