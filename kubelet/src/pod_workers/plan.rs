@@ -31,6 +31,8 @@ pub struct ContainerRecord {
     /// `container_hash` of the spec it was created from.
     pub hash: u64,
     pub created_at: i64,
+    /// When it exited, in seconds on the kubelet's clock (0 while it has not).
+    pub finished_at: u64,
 }
 
 /// What the runtime has for one pod (its sandboxes and containers, any attempt).
@@ -263,6 +265,7 @@ mod tests {
             state,
             hash: container_hash(&c),
             created_at: i64::from(attempt),
+            finished_at: 0,
         }
     }
 
