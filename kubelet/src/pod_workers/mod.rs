@@ -3,5 +3,6 @@
 //! pure and unit-tested by comparing plans; doing lives with the executor.
 
 pub mod backoff;
+pub mod manager;
 pub mod plan;
 pub mod sync;

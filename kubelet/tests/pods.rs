@@ -1,0 +1,114 @@
+//! The kubelet's pod loop against a real apiserver on a real etcd, with the recording fake
+//! runtime: a pod bound to the node runs and reports Running with its IP and container
+//! statuses; a crashing container is restarted and counted; a deleted pod is stopped and
+//! then removed from the API; and the runtime's leftovers of a vanished pod are cleaned up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use component_base::testing::Etcd;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+use rkube_kubelet::pod_workers::manager::PodManager;
+use rkube_kubelet::pod_workers::sync::NodeConfig;
+use rkube_kubelet::runtime::fake::FakeRuntime;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn phase(p: &Pod) -> String {
+    p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_bound_to_the_node_run_report_and_go() {
+    component_base::logging::init("text");
+    let etcd = Etcd::start();
+    let cert_dir = tempfile::tempdir().expect("dir");
+    let opts = rkube_apiserver::Options::parse_from([
+        "rkube-apiserver",
+        "--etcd-servers",
+        &etcd.endpoint,
+        "--secure-port",
+        "0",
+        "--cert-dir",
+        cert_dir.path().to_str().expect("utf-8"),
+    ]);
+    let cancel = CancellationToken::new();
+    let server = rkube_apiserver::start(opts, cancel.clone()).await.expect("apiserver");
+    let kc = kube::config::Kubeconfig::read_from(cert_dir.path().join("admin.kubeconfig")).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+
+    let runtime = Arc::new(FakeRuntime::new());
+    runtime.add_image("busybox:1.36");
+    let manager = PodManager {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        node_name: "node-1".into(),
+        host_ip: "198.19.0.2".into(),
+        config: NodeConfig {
+            cgroup_root: "/node-1/kubepods".into(),
+            log_dir: "/tmp/logs".into(),
+            runtime_handler: String::new(),
+        },
+        resync: Duration::from_millis(200),
+    };
+    let task = tokio::spawn(manager.run(cancel.child_token()));
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = |name: &str, node: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "1d"]}]},
+        }))
+        .expect("pod")
+    };
+    pods.create(&PostParams::default(), &pod("web", "node-1")).await.expect("create");
+    pods.create(&PostParams::default(), &pod("elsewhere", "node-2")).await.expect("create");
+    eventually("web Running", || async { pods.get("web").await.map(|p| phase(&p) == "Running").unwrap_or(false) })
+        .await;
+    let web = pods.get("web").await.expect("web");
+    let st = web.status.clone().expect("status");
+    assert_eq!(st.host_ip.as_deref(), Some("198.19.0.2"));
+    let cs = &st.container_statuses.clone().expect("container statuses")[0];
+    assert!(cs.ready && cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some(), "{cs:?}");
+    assert!(st.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    // Only pods bound to this node are run.
+    assert_eq!(runtime.sandbox_ids().len(), 1);
+    assert_ne!(phase(&pods.get("elsewhere").await.expect("elsewhere")), "Running");
+
+    // A crash: the container is restarted and the restart counted.
+    let first = runtime.container_ids()[0].clone();
+    runtime.set_container_exited(&first, 1, "Error").expect("exit");
+    eventually("a restart", || async {
+        pods.get("web")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.container_statuses)
+            .is_some_and(|cs| cs[0].restart_count == 1)
+    })
+    .await;
+
+    // Deletion: graceful on the API, finished by the kubelet.
+    pods.delete("web", &DeleteParams::default()).await.expect("delete");
+    eventually("web gone", || async { pods.get_opt("web").await.map(|p| p.is_none()).unwrap_or(false) }).await;
+    eventually("sandbox removed", || async { runtime.sandbox_ids().is_empty() }).await;
+
+    cancel.cancel();
+    let _ = task.await;
+    server.stop().await;
+}
