@@ -55,8 +55,8 @@ pub async fn etcd(
 }
 
 /// What a create asks of etcd, without the apiserver: a create-if-absent transaction per
-/// object (as the apiserver's store does) while one watch with previous values follows the
-/// prefix (as its watch cache does). For reference next to plain puts.
+/// object (as the apiserver's store does) while one watch follows the prefix (as its watch
+/// cache does, without previous values). For reference next to plain puts.
 pub async fn etcd_txn(
     etcd: etcd_client::Client,
     key_prefix: &str,
@@ -64,7 +64,7 @@ pub async fn etcd_txn(
     duration: Duration,
     max: usize,
 ) -> anyhow::Result<Throughput> {
-    let opts = WatchOptions::new().with_prefix().with_prev_key();
+    let opts = WatchOptions::new().with_prefix();
     let mut stream = etcd.watch_client().watch(key_prefix, Some(opts)).await.context("etcd watch")?;
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
     let key_prefix = Arc::<str>::from(key_prefix);

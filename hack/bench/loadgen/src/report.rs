@@ -86,8 +86,7 @@ impl Report<'_> {
         ]);
 
         rows.push([
-            "for reference: etcd doing what a create asks of it (create-if-absent txn, one prefix watch with prev_kv)"
-                .into(),
+            "for reference: etcd doing what a create asks of it (create-if-absent txn, one prefix watch)".into(),
             "—".into(),
             throughput(&self.txns, "txns"),
             "—".into(),
