@@ -5,6 +5,8 @@
 pub mod registry;
 pub mod server;
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -6,24 +6,13 @@
 use std::time::Duration;
 
 use clap::Parser;
-use component_base::testing::Etcd;
+use component_base::testing::{eventually, Etcd};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-async fn wait_for<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+const WAIT: Duration = Duration::from_secs(30);
 
 fn replicaset(name: &str) -> ReplicaSet {
     serde_json::from_value(json!({
@@ -47,19 +36,9 @@ fn owned_pod(name: &str, owner: &ReplicaSet) -> Pod {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_collector_and_namespace_controller() {
     let etcd = Etcd::start();
-    let cert_dir = tempfile::tempdir().expect("dir");
-    let opts = rkube_apiserver::Options::parse_from([
-        "rkube-apiserver",
-        "--etcd-servers",
-        &etcd.endpoint,
-        "--secure-port",
-        "0",
-        "--cert-dir",
-        cert_dir.path().to_str().expect("utf-8"),
-    ]);
-    let cancel = CancellationToken::new();
-    let server = rkube_apiserver::start(opts, cancel.clone()).await.expect("apiserver");
-    let kubeconfig = cert_dir.path().join("admin.kubeconfig");
+    let server = rkube_apiserver::testing::TestApiserver::start(&etcd.endpoint).await;
+    let cancel = server.cancel.clone();
+    let kubeconfig = server.kubeconfig();
     let cm_opts = rkube_controller_manager::Options::parse_from([
         "rkube-controller-manager",
         "--kubeconfig",
@@ -77,7 +56,7 @@ async fn garbage_collector_and_namespace_controller() {
     rs_api.delete("fg", &DeleteParams::foreground()).await.expect("delete");
     // Held by its finalizer until the pod is gone (or already collected).
     assert!(rs_api.get_opt("fg").await.expect("get").is_none_or(|r| r.metadata.deletion_timestamp.is_some()));
-    wait_for("foreground deletion", || async {
+    eventually("foreground deletion", WAIT, || async {
         pods.get_opt("fg-pod").await.expect("get").is_none() && rs_api.get_opt("fg").await.expect("get").is_none()
     })
     .await;
@@ -86,7 +65,7 @@ async fn garbage_collector_and_namespace_controller() {
     let rs = rs_api.create(&pp, &replicaset("or")).await.expect("rs");
     pods.create(&pp, &owned_pod("or-pod", &rs)).await.expect("pod");
     rs_api.delete("or", &DeleteParams::orphan()).await.expect("delete");
-    wait_for("orphan deletion", || async { rs_api.get_opt("or").await.expect("get").is_none() }).await;
+    eventually("orphan deletion", WAIT, || async { rs_api.get_opt("or").await.expect("get").is_none() }).await;
     let p = pods.get("or-pod").await.expect("the orphan stays");
     assert!(p.metadata.owner_references.unwrap_or_default().is_empty());
 
@@ -94,7 +73,7 @@ async fn garbage_collector_and_namespace_controller() {
     let rs = rs_api.create(&pp, &replicaset("bg")).await.expect("rs");
     pods.create(&pp, &owned_pod("bg-pod", &rs)).await.expect("pod");
     rs_api.delete("bg", &DeleteParams::background()).await.expect("delete");
-    wait_for("background collection", || async { pods.get_opt("bg-pod").await.expect("get").is_none() }).await;
+    eventually("background collection", WAIT, || async { pods.get_opt("bg-pod").await.expect("get").is_none() }).await;
 
     // Namespace deletion empties the namespace, then finalizes it.
     let nss: Api<Namespace> = Api::all(client.clone());
@@ -113,7 +92,7 @@ async fn garbage_collector_and_namespace_controller() {
     .await
     .expect("svc");
     nss.delete("doomed", &DeleteParams::default()).await.expect("delete ns");
-    wait_for("namespace deletion", || async { nss.get_opt("doomed").await.expect("get").is_none() }).await;
+    eventually("namespace deletion", WAIT, || async { nss.get_opt("doomed").await.expect("get").is_none() }).await;
     assert!(cms.list(&Default::default()).await.expect("list").items.is_empty());
 
     cancel.cancel();

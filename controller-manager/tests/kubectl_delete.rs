@@ -3,7 +3,6 @@
 
 use clap::Parser;
 use component_base::testing::{Etcd, Kubectl};
-use tokio_util::sync::CancellationToken;
 
 const MANIFEST: &str = r#"
 apiVersion: v1
@@ -37,26 +36,16 @@ data: {a: b}
 
 async fn session(minor: u32) {
     let etcd = Etcd::start();
-    let cert_dir = tempfile::tempdir().expect("dir");
-    let opts = rkube_apiserver::Options::parse_from([
-        "rkube-apiserver",
-        "--etcd-servers",
-        &etcd.endpoint,
-        "--secure-port",
-        "0",
-        "--cert-dir",
-        cert_dir.path().to_str().expect("utf-8"),
-    ]);
-    let cancel = CancellationToken::new();
-    let server = rkube_apiserver::start(opts, cancel.clone()).await.expect("apiserver");
-    let kubeconfig = cert_dir.path().join("admin.kubeconfig");
+    let server = rkube_apiserver::testing::TestApiserver::start(&etcd.endpoint).await;
+    let cancel = server.cancel.clone();
+    let kubeconfig = server.kubeconfig();
     let cm_opts = rkube_controller_manager::Options::parse_from([
         "rkube-controller-manager",
         "--kubeconfig",
         kubeconfig.to_str().expect("utf-8"),
     ]);
     let cm = tokio::spawn(rkube_controller_manager::run(cm_opts, cancel.child_token()));
-    let dir = cert_dir.path().to_path_buf();
+    let dir = server.cert_dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let k = Kubectl::new(minor, &dir);
         let manifest = k.home.path().join("demo.yaml");

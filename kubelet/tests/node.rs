@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use clap::Parser;
-use component_base::testing::Etcd;
+use component_base::testing::{eventually, Etcd};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use rkube_kubelet::nodestatus::{self, NodeFacts, RuntimeHealth};
-use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
 
 fn facts() -> NodeFacts {
     NodeFacts {
@@ -38,34 +38,12 @@ fn ready(n: &Node) -> Option<(String, String)> {
     Some((c.status.clone(), c.reason.clone().unwrap_or_default()))
 }
 
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_registers_renews_its_lease_and_reports_runtime_health() {
     let etcd = Etcd::start();
-    let cert_dir = tempfile::tempdir().expect("dir");
-    let opts = rkube_apiserver::Options::parse_from([
-        "rkube-apiserver",
-        "--etcd-servers",
-        &etcd.endpoint,
-        "--secure-port",
-        "0",
-        "--cert-dir",
-        cert_dir.path().to_str().expect("utf-8"),
-    ]);
-    let cancel = CancellationToken::new();
-    let server = rkube_apiserver::start(opts, cancel.clone()).await.expect("apiserver");
-    let kc = kube::config::Kubeconfig::read_from(cert_dir.path().join("admin.kubeconfig")).expect("kubeconfig");
+    let server = rkube_apiserver::testing::TestApiserver::start(&etcd.endpoint).await;
+    let cancel = server.cancel.clone();
+    let kc = kube::config::Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
     let client = kube::Client::try_from(config).expect("client");
 
@@ -80,7 +58,7 @@ async fn node_registers_renews_its_lease_and_reports_runtime_health() {
         node_cancel.clone(),
     ));
     let nodes: Api<Node> = Api::all(client.clone());
-    eventually("Ready", || async {
+    eventually("Ready", WAIT, || async {
         nodes.get_opt("node-1").await.ok().flatten().and_then(|n| ready(&n)).map(|r| r.0) == Some("True".into())
     })
     .await;
@@ -94,20 +72,20 @@ async fn node_registers_renews_its_lease_and_reports_runtime_health() {
     assert_eq!(n.spec.as_ref().and_then(|s| s.pod_cidr.clone()).as_deref(), Some("198.18.1.0/24"));
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    eventually("a lease", || async { leases.get_opt("node-1").await.ok().flatten().is_some() }).await;
+    eventually("a lease", WAIT, || async { leases.get_opt("node-1").await.ok().flatten().is_some() }).await;
     let first = leases.get("node-1").await.expect("lease").spec.and_then(|s| s.renew_time).expect("renewTime");
-    eventually("a renewal", || async {
+    eventually("a renewal", WAIT, || async {
         leases.get("node-1").await.ok().and_then(|l| l.spec).and_then(|s| s.renew_time).is_some_and(|t| t.0 > first.0)
     })
     .await;
 
     health_tx.send(RuntimeHealth::Down("connect: connection refused".into())).expect("send");
-    eventually("NotReady", || async {
+    eventually("NotReady", WAIT, || async {
         nodes.get("node-1").await.ok().and_then(|n| ready(&n)) == Some(("False".into(), "KubeletNotReady".into()))
     })
     .await;
     health_tx.send(RuntimeHealth::Ready).expect("send");
-    eventually("Ready again", || async {
+    eventually("Ready again", WAIT, || async {
         nodes.get("node-1").await.ok().and_then(|n| ready(&n)).map(|r| r.0) == Some("True".into())
     })
     .await;

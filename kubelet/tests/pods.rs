@@ -6,27 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
-use component_base::testing::Etcd;
+use component_base::testing::{eventually, Etcd};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use rkube_kubelet::pod_workers::manager::PodManager;
 use rkube_kubelet::pod_workers::sync::NodeConfig;
 use rkube_kubelet::runtime::fake::FakeRuntime;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+const WAIT: Duration = Duration::from_secs(30);
 
 fn phase(p: &Pod) -> String {
     p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
@@ -36,19 +24,9 @@ fn phase(p: &Pod) -> String {
 async fn pods_bound_to_the_node_run_report_and_go() {
     component_base::logging::init("text");
     let etcd = Etcd::start();
-    let cert_dir = tempfile::tempdir().expect("dir");
-    let opts = rkube_apiserver::Options::parse_from([
-        "rkube-apiserver",
-        "--etcd-servers",
-        &etcd.endpoint,
-        "--secure-port",
-        "0",
-        "--cert-dir",
-        cert_dir.path().to_str().expect("utf-8"),
-    ]);
-    let cancel = CancellationToken::new();
-    let server = rkube_apiserver::start(opts, cancel.clone()).await.expect("apiserver");
-    let kc = kube::config::Kubeconfig::read_from(cert_dir.path().join("admin.kubeconfig")).expect("kubeconfig");
+    let server = rkube_apiserver::testing::TestApiserver::start(&etcd.endpoint).await;
+    let cancel = server.cancel.clone();
+    let kc = kube::config::Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
     let client = kube::Client::try_from(config).expect("client");
 
@@ -78,8 +56,10 @@ async fn pods_bound_to_the_node_run_report_and_go() {
     };
     pods.create(&PostParams::default(), &pod("web", "node-1")).await.expect("create");
     pods.create(&PostParams::default(), &pod("elsewhere", "node-2")).await.expect("create");
-    eventually("web Running", || async { pods.get("web").await.map(|p| phase(&p) == "Running").unwrap_or(false) })
-        .await;
+    eventually("web Running", WAIT, || async {
+        pods.get("web").await.map(|p| phase(&p) == "Running").unwrap_or(false)
+    })
+    .await;
     let web = pods.get("web").await.expect("web");
     let st = web.status.clone().expect("status");
     assert_eq!(st.host_ip.as_deref(), Some("198.19.0.2"));
@@ -93,7 +73,7 @@ async fn pods_bound_to_the_node_run_report_and_go() {
     // A crash: the container is restarted and the restart counted.
     let first = runtime.container_ids()[0].clone();
     runtime.set_container_exited(&first, 1, "Error").expect("exit");
-    eventually("a restart", || async {
+    eventually("a restart", WAIT, || async {
         pods.get("web")
             .await
             .ok()
@@ -105,8 +85,8 @@ async fn pods_bound_to_the_node_run_report_and_go() {
 
     // Deletion: graceful on the API, finished by the kubelet.
     pods.delete("web", &DeleteParams::default()).await.expect("delete");
-    eventually("web gone", || async { pods.get_opt("web").await.map(|p| p.is_none()).unwrap_or(false) }).await;
-    eventually("sandbox removed", || async { runtime.sandbox_ids().is_empty() }).await;
+    eventually("web gone", WAIT, || async { pods.get_opt("web").await.map(|p| p.is_none()).unwrap_or(false) }).await;
+    eventually("sandbox removed", WAIT, || async { runtime.sandbox_ids().is_empty() }).await;
 
     cancel.cancel();
     let _ = task.await;

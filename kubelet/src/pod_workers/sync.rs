@@ -98,6 +98,20 @@ pub async fn observe(rt: &dyn ContainerRuntime, pod_uid: &str) -> Result<Runtime
     Ok(state)
 }
 
+/// The pod's namespaces, sent for the sandbox and again for each container (or a container
+/// joins the sandbox's PID namespace): its own network unless hostNetwork, PID per
+/// container, IPC per pod.
+fn namespaces(pod: &Pod) -> api::NamespaceOption {
+    let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+    let network = if host_network { api::NamespaceMode::Node } else { api::NamespaceMode::Pod };
+    api::NamespaceOption {
+        network: network as i32,
+        pid: api::NamespaceMode::Container as i32,
+        ipc: api::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 /// upstream's sandbox config: identity, hostname, log directory, cgroup parent, namespaces.
 pub fn sandbox_config(pod: &Pod, attempt: u32, cfg: &NodeConfig) -> api::PodSandboxConfig {
     let spec = pod.spec.clone().unwrap_or_default();
@@ -109,7 +123,6 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, cfg: &NodeConfig) -> api::PodSand
     labels.insert(POD_UID.into(), uid.clone());
     labels.insert(POD_NAME.into(), name.clone());
     labels.insert(POD_NAMESPACE.into(), namespace.clone());
-    let network = if host_network { api::NamespaceMode::Node } else { api::NamespaceMode::Pod };
     api::PodSandboxConfig {
         metadata: Some(api::PodSandboxMetadata { name: name.clone(), uid: uid.clone(), namespace, attempt }),
         // A host-network pod must not set a hostname (runc refuses without its own UTS namespace).
@@ -120,12 +133,7 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, cfg: &NodeConfig) -> api::PodSand
         linux: Some(api::LinuxPodSandboxConfig {
             cgroup_parent: format!("{}/pod{uid}", cfg.cgroup_root.trim_end_matches('/')),
             security_context: Some(api::LinuxSandboxSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    network: network as i32,
-                    pid: api::NamespaceMode::Container as i32,
-                    ipc: api::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespaces(pod)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -136,8 +144,6 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, cfg: &NodeConfig) -> api::PodSand
 
 /// upstream's container config: image, command, env, log path, labels that find it again.
 pub fn container_config(pod: &Pod, c: &Container, attempt: u32) -> api::ContainerConfig {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let host_network = spec.host_network.unwrap_or(false);
     let mut labels = HashMap::new();
     labels.insert(POD_UID.to_string(), pod.metadata.uid.clone().unwrap_or_default());
     labels.insert(POD_NAME.to_string(), pod.metadata.name.clone().unwrap_or_default());
@@ -152,7 +158,6 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32) -> api::Containe
         .into_iter()
         .filter_map(|e| e.value.map(|v| api::KeyValue { key: e.name, value: v }))
         .collect();
-    let network = if host_network { api::NamespaceMode::Node } else { api::NamespaceMode::Pod };
     api::ContainerConfig {
         metadata: Some(api::ContainerMetadata { name: c.name.clone(), attempt }),
         image: Some(api::ImageSpec { image: c.image.clone().unwrap_or_default(), ..Default::default() }),
@@ -169,12 +174,7 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32) -> api::Containe
         linux: Some(api::LinuxContainerConfig {
             // The same namespaces as the sandbox, or the container joins its PID namespace.
             security_context: Some(api::LinuxContainerSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    network: network as i32,
-                    pid: api::NamespaceMode::Container as i32,
-                    ipc: api::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespaces(pod)),
                 ..Default::default()
             }),
             ..Default::default()

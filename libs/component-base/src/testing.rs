@@ -25,6 +25,19 @@ pub fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Polls `cond` every 100 ms until it holds; panics naming `what` after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub struct Etcd {
     child: Child,
     pub endpoint: String,

@@ -137,18 +137,7 @@ async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Er
             }
             GcAction::RemoveFinalizer { node, finalizer } => {
                 let rest: Vec<&String> = node.finalizers.iter().filter(|f| *f != finalizer).collect();
-                let patch = json!([
-                    {"op": "test", "path": "/metadata/resourceVersion", "value": node.resource_version},
-                    {"op": "replace", "path": "/metadata/finalizers", "value": rest},
-                ]);
-                api_for(node)
-                    .patch(
-                        &node.name,
-                        &PatchParams::default(),
-                        &Patch::<()>::Json(serde_json::from_value(patch).expect("a valid JSON patch")),
-                    )
-                    .await
-                    .map(|_| ())
+                replace_at_version(&api_for(node), node, "/metadata/finalizers", json!(rest)).await
             }
             GcAction::RemoveOwner { node, owner_uid } => {
                 let kept: Vec<serde_json::Value> = watched[node.res]
@@ -162,18 +151,7 @@ async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Er
                     .filter(|o| o.uid != *owner_uid)
                     .map(|o| serde_json::to_value(o).expect("an OwnerReference serializes"))
                     .collect();
-                let patch = json!([
-                    {"op": "test", "path": "/metadata/resourceVersion", "value": node.resource_version},
-                    {"op": "replace", "path": "/metadata/ownerReferences", "value": kept},
-                ]);
-                api_for(node)
-                    .patch(
-                        &node.name,
-                        &PatchParams::default(),
-                        &Patch::<()>::Json(serde_json::from_value(patch).expect("a valid JSON patch")),
-                    )
-                    .await
-                    .map(|_| ())
+                replace_at_version(&api_for(node), node, "/metadata/ownerReferences", json!(kept)).await
             }
         };
         match result {
@@ -184,6 +162,21 @@ async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Er
         }
     }
     Ok(())
+}
+
+/// Replaces one field of `node`'s object, only if it is still at the version the pass saw.
+async fn replace_at_version(
+    api: &Api<DynamicObject>,
+    node: &Node,
+    path: &str,
+    value: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let patch = json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": node.resource_version},
+        {"op": "replace", "path": path, "value": value},
+    ]);
+    let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+    api.patch(&node.name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map(|_| ())
 }
 
 /// A live check before a background delete: the stores may lag behind a just-created owner.

@@ -1,0 +1,47 @@
+//! An apiserver for other crates' integration tests, started in-process on a real etcd with a
+//! unique key prefix, a port of its own and a throwaway cert dir (whose `admin.kubeconfig` the
+//! test's clients use). Only built with the `testing` feature, which only dev-dependencies
+//! enable.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::{start, Options, Running};
+
+pub struct TestApiserver {
+    pub running: Running,
+    pub cert_dir: tempfile::TempDir,
+    pub cancel: CancellationToken,
+}
+
+impl TestApiserver {
+    pub async fn start(etcd_endpoint: &str) -> Self {
+        let cert_dir = tempfile::tempdir().expect("a temp dir");
+        let prefix = format!("/registry-{}", uuid::Uuid::new_v4());
+        let opts = Options::parse_from([
+            "rkube-apiserver",
+            "--etcd-servers",
+            etcd_endpoint,
+            "--etcd-prefix",
+            &prefix,
+            "--secure-port",
+            "0",
+            "--cert-dir",
+            cert_dir.path().to_str().expect("a UTF-8 temp path"),
+        ]);
+        let cancel = CancellationToken::new();
+        let running = start(opts, cancel.clone()).await.expect("the apiserver starts");
+        Self { running, cert_dir, cancel }
+    }
+
+    /// The admin kubeconfig the server wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.cert_dir.path().join("admin.kubeconfig")
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+}
