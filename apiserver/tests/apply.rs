@@ -5,8 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{Etcd, Server};
@@ -186,40 +184,6 @@ async fn client_written_managed_fields_are_kept_or_reset() {
 
 // ---- with the real kubectl ----
 
-const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn kubectl(home: &Path, kubeconfig: &Path, args: &[&str]) -> Run {
-    let mut child = Command::new(KUBECTL)
-        .args(args)
-        .env("HOME", home)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 fn manifest(replicas: i64) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\n  namespace: default\nspec:\n  replicas: {replicas}\n  \
@@ -229,11 +193,10 @@ fn manifest(replicas: i64) -> String {
 }
 
 fn kubectl_session(cert_dir: &Path) {
-    let home = tempfile::tempdir().expect("home");
-    let kubeconfig = cert_dir.join("admin.kubeconfig");
-    let k = |args: &[&str]| kubectl(home.path(), &kubeconfig, args);
-    let first = home.path().join("first.yaml");
-    let second = home.path().join("second.yaml");
+    let kubectl = component_base::testing::Kubectl::new(33, cert_dir);
+    let k = |args: &[&str]| kubectl.run(args);
+    let first = kubectl.home.path().join("first.yaml");
+    let second = kubectl.home.path().join("second.yaml");
     std::fs::write(&first, manifest(2)).expect("write manifest");
     std::fs::write(&second, manifest(3)).expect("write manifest");
     let (first, second) = (first.to_str().expect("utf-8"), second.to_str().expect("utf-8"));

@@ -4,9 +4,8 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha512};
@@ -334,63 +333,6 @@ async fn openapi_v2_is_a_gnostic_document_with_definitions_and_paths() {
 
 // ---- the real kubectl ----
 
-struct Kubectl {
-    bin: PathBuf,
-    home: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Kubectl {
-    fn new(minor: u32, cert_dir: &Path) -> Self {
-        let bin = PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}"));
-        assert!(bin.exists(), "{} is not installed", bin.display());
-        Kubectl { bin, home: tempfile::tempdir().expect("home"), kubeconfig: cert_dir.join("admin.kubeconfig") }
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        use std::io::Write;
-        let mut child = Command::new(&self.bin)
-            .args(args)
-            .env("HOME", self.home.path())
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes()).expect("write stdin");
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().expect("wait").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("output");
-                panic!("kubectl {} timed out: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().expect("output");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let r = self.run(args, stdin);
-        assert_eq!(r.code, 0, "kubectl {} failed:\nstdout: {}\nstderr: {}", args.join(" "), r.stdout, r.stderr);
-        r
-    }
-}
-
 const DEPLOYMENT: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -414,45 +356,51 @@ spec:
 ";
 
 fn explain_and_apply(minor: u32, cert_dir: &Path) {
-    let k = Kubectl::new(minor, cert_dir);
+    let k = component_base::testing::Kubectl::new(minor, cert_dir);
 
-    let out = k.ok(&["explain", "deployment.spec"], None).stdout;
+    let out = k.ok(&["explain", "deployment.spec"]);
     eprintln!("kubectl 1.{minor} explain deployment.spec:\n{out}");
     assert!(out.contains("KIND:") && out.contains("Deployment"), "1.{minor}: {out}");
     assert!(out.contains("FIELDS:"), "1.{minor}: {out}");
     assert!(out.contains("replicas"), "1.{minor}: {out}");
     assert!(out.contains("template"), "1.{minor}: {out}");
 
-    let out = k.ok(&["explain", "pods.spec.containers"], None).stdout;
+    let out = k.ok(&["explain", "pods.spec.containers"]);
     eprintln!("kubectl 1.{minor} explain pods.spec.containers:\n{out}");
     assert!(out.contains("FIELDS:"), "1.{minor}: {out}");
     assert!(out.contains("image"), "1.{minor}: {out}");
     assert!(out.contains("name"), "1.{minor}: {out}");
 
     // The v2 document, rendered by the older explain.
-    let out = k.ok(&["explain", "deployment.spec", "--output", "plaintext-openapiv2"], None).stdout;
+    let out = k.ok(&["explain", "deployment.spec", "--output", "plaintext-openapiv2"]);
     eprintln!("kubectl 1.{minor} explain deployment.spec --output plaintext-openapiv2:\n{out}");
     assert!(out.contains("FIELDS:") && out.contains("replicas"), "1.{minor}: {out}");
-    let out = k.ok(&["explain", "pods.spec.containers", "--output", "plaintext-openapiv2"], None).stdout;
+    let out = k.ok(&["explain", "pods.spec.containers", "--output", "plaintext-openapiv2"]);
     assert!(out.contains("image"), "1.{minor}: {out}");
 
-    let out = k.ok(&["explain", "deployment.spec.template.spec.containers.ports"], None).stdout;
+    let out = k.ok(&["explain", "deployment.spec.template.spec.containers.ports"]);
     assert!(out.contains("containerPort"), "1.{minor}: {out}");
 
-    let out = k.ok(&["explain", "deployments", "--recursive"], None).stdout;
+    let out = k.ok(&["explain", "deployments", "--recursive"]);
     assert!(out.contains("revisionHistoryLimit"), "1.{minor}: {out}");
 
     // Client-side apply twice: the second computes a three-way strategic merge patch, from
     // OpenAPI v3 on 1.29+; a schema kubectl cannot use would print a warning.
-    let r = k.ok(&["apply", "-f", "-"], Some(&DEPLOYMENT.replace("IMAGE", "nginx:1.25")));
-    assert!(r.stdout.contains("deployment.apps/web"), "1.{minor}: {}", r.stdout);
-    let r = k.ok(&["apply", "-f", "-", "-v=5"], Some(&DEPLOYMENT.replace("IMAGE", "nginx:1.26")));
+    let manifest = |image: &str| {
+        let path = k.home.path().join(format!("web-{image}.yaml"));
+        std::fs::write(&path, DEPLOYMENT.replace("IMAGE", image)).expect("write manifest");
+        path.to_str().expect("utf-8").to_string()
+    };
+    let out = k.ok(&["apply", "-f", &manifest("nginx:1.25")]);
+    assert!(out.contains("deployment.apps/web"), "1.{minor}: {out}");
+    let r = k.run(&["apply", "-f", &manifest("nginx:1.26"), "-v=5"]);
+    assert_eq!(r.code, 0, "1.{minor}: {}", r.stderr);
     assert!(r.stdout.contains("deployment.apps/web configured"), "1.{minor}: {}", r.stdout);
     for bad in ["error calculating patch", "OpenAPI V3 path does not"] {
         assert!(!r.stderr.contains(bad), "1.{minor}: {}", r.stderr);
     }
-    let image = k.ok(&["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"], None);
-    assert_eq!(image.stdout, "nginx:1.26");
+    let image = k.ok(&["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    assert_eq!(image, "nginx:1.26");
 }
 
 async fn kubectl_explain(minor: u32) {
