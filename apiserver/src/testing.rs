@@ -18,9 +18,16 @@ pub struct TestApiserver {
 
 impl TestApiserver {
     pub async fn start(etcd_endpoint: &str) -> Self {
+        Self::start_with_args(etcd_endpoint, &[]).await
+    }
+
+    /// Like [`TestApiserver::start`], with more flags, e.g. `["--bind-address", "198.18.0.1"]`
+    /// for a server that network namespaces reach (its serving certificate then covers that
+    /// address too).
+    pub async fn start_with_args(etcd_endpoint: &str, extra: &[&str]) -> Self {
         let cert_dir = tempfile::tempdir().expect("a temp dir");
         let prefix = format!("/registry-{}", uuid::Uuid::new_v4());
-        let opts = Options::parse_from([
+        let mut args = vec![
             "rkube-apiserver",
             "--etcd-servers",
             etcd_endpoint,
@@ -30,7 +37,9 @@ impl TestApiserver {
             "0",
             "--cert-dir",
             cert_dir.path().to_str().expect("a UTF-8 temp path"),
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let opts = Options::parse_from(args);
         let cancel = CancellationToken::new();
         let running = start(opts, cancel.clone()).await.expect("the apiserver starts");
         Self { running, cert_dir, cancel }

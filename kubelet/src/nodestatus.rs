@@ -25,6 +25,8 @@ pub struct NodeFacts {
     pub kubelet_port: u16,
     pub pod_cidr: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Taints the Node registers with (`--register-with-taints`).
+    pub taints: Vec<Taint>,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
     pub ephemeral_storage_bytes: u64,
@@ -34,6 +36,14 @@ pub struct NodeFacts {
     pub runtime_version: String,
     pub boot_id: String,
     pub machine_id: String,
+}
+
+/// A taint as `--register-with-taints` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taint {
+    pub key: String,
+    pub value: String,
+    pub effect: String,
 }
 
 /// The runtime's health as the kubelet last saw it.
@@ -68,6 +78,20 @@ pub fn node_object(f: &NodeFacts) -> Value {
     let mut spec = json!({});
     if let Some(cidr) = &f.pod_cidr {
         spec = json!({"podCIDR": cidr, "podCIDRs": [cidr]});
+    }
+    if !f.taints.is_empty() {
+        let taints: Vec<Value> = f
+            .taints
+            .iter()
+            .map(|t| {
+                let mut v = json!({"key": t.key, "effect": t.effect});
+                if !t.value.is_empty() {
+                    v["value"] = json!(t.value);
+                }
+                v
+            })
+            .collect();
+        spec["taints"] = Value::Array(taints);
     }
     json!({
         "apiVersion": "v1",
@@ -183,12 +207,13 @@ pub async fn renew_lease(client: &kube::Client, node: &Node) -> Result<Lease, ku
 /// Keeps the Node registered, its status current and its Lease renewed until `cancel`.
 pub async fn run(
     client: kube::Client,
-    facts: NodeFacts,
+    mut facts_rx: watch::Receiver<NodeFacts>,
     mut health: watch::Receiver<RuntimeHealth>,
     status_every: Duration,
     lease_every: Duration,
     cancel: CancellationToken,
 ) {
+    let mut facts = facts_rx.borrow_and_update().clone();
     let mut node = loop {
         match register(&client, &facts).await {
             Ok(n) => break n,
@@ -210,6 +235,11 @@ pub async fn run(
             _ = status_tick.tick() => {}
             // A health change is reported at once, not at the next tick.
             r = health.changed() => if r.is_err() { return },
+            // So is a change of the facts (the runtime's version, known once it answers).
+            r = facts_rx.changed() => {
+                if r.is_err() { return }
+                facts = facts_rx.borrow_and_update().clone();
+            }
             _ = lease_tick.tick() => {
                 if let Err(e) = renew_lease(&client, &node).await {
                     tracing::warn!(node = %facts.name, error = %e, "renewing the node lease failed");
@@ -242,6 +272,7 @@ mod tests {
             kubelet_port: 10250,
             pod_cidr: Some("198.18.1.0/24".into()),
             labels: BTreeMap::from([("node-role.kubernetes.io/worker".into(), String::new())]),
+            taints: vec![Taint { key: "dedicated".into(), value: String::new(), effect: "NoSchedule".into() }],
             cpu_millis: 2000,
             memory_bytes: 24 * 1024 * 1024 * 1024,
             ephemeral_storage_bytes: 100 * 1024 * 1024 * 1024,
@@ -261,6 +292,7 @@ mod tests {
         assert_eq!(n["metadata"]["labels"]["kubernetes.io/os"], "linux");
         assert_eq!(n["metadata"]["labels"]["node-role.kubernetes.io/worker"], "");
         assert_eq!(n["spec"]["podCIDRs"][0], "198.18.1.0/24");
+        assert_eq!(n["spec"]["taints"], json!([{"key": "dedicated", "effect": "NoSchedule"}]));
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn facts() -> NodeFacts {
         kubelet_port: 10250,
         pod_cidr: Some("198.18.1.0/24".into()),
         labels: BTreeMap::new(),
+        taints: Vec::new(),
         cpu_millis: 2000,
         memory_bytes: 4 << 30,
         ephemeral_storage_bytes: 50 << 30,
@@ -48,10 +49,11 @@ async fn node_registers_renews_its_lease_and_reports_runtime_health() {
     let client = kube::Client::try_from(config).expect("client");
 
     let (health_tx, health_rx) = tokio::sync::watch::channel(RuntimeHealth::Ready);
+    let (facts_tx, facts_rx) = tokio::sync::watch::channel(facts());
     let node_cancel = cancel.child_token();
     let task = tokio::spawn(nodestatus::run(
         client.clone(),
-        facts(),
+        facts_rx,
         health_rx,
         Duration::from_millis(300),
         Duration::from_millis(300),
@@ -87,6 +89,20 @@ async fn node_registers_renews_its_lease_and_reports_runtime_health() {
     health_tx.send(RuntimeHealth::Ready).expect("send");
     eventually("Ready again", WAIT, || async {
         nodes.get("node-1").await.ok().and_then(|n| ready(&n)).map(|r| r.0) == Some("True".into())
+    })
+    .await;
+
+    // A changed fact (the runtime's version, learnt late) reaches the Node.
+    facts_tx.send_modify(|f| f.runtime_version = "containerd://1.6.21".into());
+    eventually("the new runtime version", WAIT, || async {
+        nodes
+            .get("node-1")
+            .await
+            .ok()
+            .and_then(|n| n.status)
+            .and_then(|s| s.node_info)
+            .map(|i| i.container_runtime_version)
+            == Some("containerd://1.6.21".into())
     })
     .await;
 

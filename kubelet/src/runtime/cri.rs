@@ -84,7 +84,25 @@ impl CriRuntime {
                 })
             }
         };
-        Ok(CriRuntime {
+        Ok(Self::with_channel(endpoint, channel, options.request_timeout))
+    }
+
+    /// A client that connects on first use and reconnects whenever the runtime comes back, so
+    /// a runtime that is down at start (or restarts) makes calls fail instead of the kubelet.
+    /// Fails only on a malformed endpoint.
+    pub fn connect_lazy(endpoint: &str, options: CriOptions) -> Result<Self> {
+        let path = socket_path(endpoint)?;
+        let channel = Endpoint::from_static("http://localhost")
+            .connect_timeout(options.connect_timeout)
+            .connect_with_connector_lazy(service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+            }));
+        Ok(Self::with_channel(endpoint, channel, options.request_timeout))
+    }
+
+    fn with_channel(endpoint: &str, channel: Channel, request_timeout: Duration) -> Self {
+        CriRuntime {
             endpoint: endpoint.to_string(),
             runtime: RuntimeServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -92,8 +110,8 @@ impl CriRuntime {
             images: ImageServiceClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
-            request_timeout: options.request_timeout,
-        })
+            request_timeout,
+        }
     }
 
     /// The endpoint this client was connected to.
@@ -309,6 +327,15 @@ impl ContainerRuntime for CriRuntime {
         let t = Some(self.request_timeout);
         let req = api::PortForwardRequest { pod_sandbox_id: pod_sandbox_id.into(), port: ports };
         Ok(call("PortForward", t, self.rt().port_forward(request(req, t))).await?.url)
+    }
+
+    async fn list_container_stats(
+        &self,
+        filter: Option<api::ContainerStatsFilter>,
+    ) -> Result<Vec<api::ContainerStats>> {
+        let t = Some(self.request_timeout);
+        let req = api::ListContainerStatsRequest { filter };
+        Ok(call("ListContainerStats", t, self.rt().list_container_stats(request(req, t))).await?.stats)
     }
 }
 

@@ -60,6 +60,7 @@ pub enum Call {
         pod_sandbox_id: String,
         ports: Vec<i32>,
     },
+    ListContainerStats,
 }
 
 impl Call {
@@ -87,6 +88,7 @@ impl Call {
             Call::Exec(_) => "Exec",
             Call::Attach(_) => "Attach",
             Call::PortForward { .. } => "PortForward",
+            Call::ListContainerStats => "ListContainerStats",
         }
     }
 }
@@ -113,6 +115,8 @@ pub struct FakeContainer {
     pub finished_at: i64,
     pub exit_code: i32,
     pub reason: String,
+    /// Cumulative CPU time in nanoseconds and working set in bytes, as `ListContainerStats` reports them.
+    pub usage: (u64, u64),
 }
 
 #[derive(Debug, Default)]
@@ -244,6 +248,13 @@ impl FakeRuntime {
         c.finished_at = now;
         c.exit_code = exit_code;
         c.reason = reason.to_string();
+        Ok(())
+    }
+
+    /// Sets what `ListContainerStats` reports for a container: CPU nanoseconds and working set bytes.
+    pub fn set_container_usage(&self, container_id: &str, cpu_nanos: u64, working_set_bytes: u64) -> Result<()> {
+        let mut st = self.lock();
+        st.container_mut("SetContainerUsage", container_id)?.usage = (cpu_nanos, working_set_bytes);
         Ok(())
     }
 
@@ -481,6 +492,7 @@ impl ContainerRuntime for FakeRuntime {
                 finished_at: 0,
                 exit_code: 0,
                 reason: String::new(),
+                usage: (0, 0),
             },
         );
         Ok(id)
@@ -581,6 +593,44 @@ impl ContainerRuntime for FakeRuntime {
         let mut st = self.enter(Call::PortForward { pod_sandbox_id: pod_sandbox_id.into(), ports })?;
         st.sandbox("PortForward", pod_sandbox_id)?;
         Ok(format!("http://127.0.0.1:0/portforward/{}", st.id("token")))
+    }
+
+    async fn list_container_stats(
+        &self,
+        filter: Option<api::ContainerStatsFilter>,
+    ) -> Result<Vec<api::ContainerStats>> {
+        let st = self.enter(Call::ListContainerStats)?;
+        let f = filter.unwrap_or_default();
+        let now = st.now;
+        Ok(st
+            .containers
+            .iter()
+            .filter(|(id, c)| {
+                (f.id.is_empty() || f.id == **id)
+                    && (f.pod_sandbox_id.is_empty() || f.pod_sandbox_id == c.pod_sandbox_id)
+                    && labels_match(&f.label_selector, &c.config.labels)
+                    && c.state == api::ContainerState::ContainerRunning
+            })
+            .map(|(id, c)| api::ContainerStats {
+                attributes: Some(api::ContainerAttributes {
+                    id: id.clone(),
+                    metadata: c.config.metadata.clone(),
+                    labels: c.config.labels.clone(),
+                    annotations: c.config.annotations.clone(),
+                }),
+                cpu: Some(api::CpuUsage {
+                    timestamp: now,
+                    usage_core_nano_seconds: Some(api::UInt64Value { value: c.usage.0 }),
+                    ..Default::default()
+                }),
+                memory: Some(api::MemoryUsage {
+                    timestamp: now,
+                    working_set_bytes: Some(api::UInt64Value { value: c.usage.1 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect())
     }
 }
 

@@ -168,6 +168,13 @@ pub trait ContainerRuntime: Send + Sync {
     async fn attach(&self, request: api::AttachRequest) -> Result<String>;
     /// `PortForward`: a one-time streaming URL for the sandbox's network namespace.
     async fn port_forward(&self, pod_sandbox_id: &str, ports: Vec<i32>) -> Result<String>;
+
+    // ---- stats ----
+
+    /// `ListContainerStats`: CPU, memory and writable-layer usage of the containers matching
+    /// `filter` (all when `None`).
+    async fn list_container_stats(&self, filter: Option<api::ContainerStatsFilter>)
+        -> Result<Vec<api::ContainerStats>>;
 }
 
 /// A `ListPodSandbox` filter that matches sandboxes carrying all of `labels`.
