@@ -13,9 +13,15 @@ use clap::Parser;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub mod dns;
+pub mod envvars;
+pub mod events;
+pub mod images;
 pub mod machine;
 pub mod nodestatus;
+pub mod objects;
 pub mod pod_workers;
+pub mod qos;
 pub mod runtime;
 pub mod server;
 pub mod stats;
