@@ -2,6 +2,7 @@
 //! material (CA, serving and client certificates) and kubeconfig files.
 
 pub mod kubeconfig;
+pub mod leaderelection;
 pub mod logging;
 pub mod shutdown;
 #[cfg(feature = "testing")]
