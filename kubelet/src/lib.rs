@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod status;
+pub mod volumes;
 
 use nodestatus::RuntimeHealth;
 use runtime::cri::CriOptions;

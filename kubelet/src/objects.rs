@@ -6,7 +6,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Volume, VolumeProjection};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume, VolumeProjection,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -19,6 +21,12 @@ pub enum ObjectError {
 pub trait ObjectSource: Send + Sync {
     async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>, ObjectError>;
     async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, ObjectError>;
+    async fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ObjectError>;
+    async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, ObjectError>;
 }
 
 /// The API server as an [`ObjectSource`].
@@ -51,6 +59,22 @@ impl ObjectSource for ApiObjects {
     async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, ObjectError> {
         get_opt(&self.client, "secret", namespace, name).await
     }
+    async fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ObjectError> {
+        get_opt(&self.client, "persistentvolumeclaim", namespace, name).await
+    }
+    async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, ObjectError> {
+        let api: kube::Api<PersistentVolume> = kube::Api::all(self.client.clone());
+        api.get_opt(name).await.map_err(|e| ObjectError::Get {
+            kind: "persistentvolume",
+            namespace: String::new(),
+            name: name.into(),
+            message: e.to_string(),
+        })
+    }
 }
 
 /// In-memory objects keyed by (namespace, name), for tests.
@@ -58,6 +82,8 @@ impl ObjectSource for ApiObjects {
 pub struct MapObjects {
     pub config_maps: std::sync::Mutex<HashMap<(String, String), ConfigMap>>,
     pub secrets: std::sync::Mutex<HashMap<(String, String), Secret>>,
+    pub claims: std::sync::Mutex<HashMap<(String, String), PersistentVolumeClaim>>,
+    pub volumes: std::sync::Mutex<HashMap<String, PersistentVolume>>,
 }
 
 impl MapObjects {
@@ -68,6 +94,14 @@ impl MapObjects {
     pub fn add_secret(&self, s: Secret) {
         let key = (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default());
         self.secrets.lock().unwrap_or_else(|p| p.into_inner()).insert(key, s);
+    }
+    pub fn add_claim(&self, c: PersistentVolumeClaim) {
+        let key = (c.metadata.namespace.clone().unwrap_or_default(), c.metadata.name.clone().unwrap_or_default());
+        self.claims.lock().unwrap_or_else(|p| p.into_inner()).insert(key, c);
+    }
+    pub fn add_volume(&self, pv: PersistentVolume) {
+        let key = pv.metadata.name.clone().unwrap_or_default();
+        self.volumes.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pv);
     }
 }
 
@@ -81,6 +115,17 @@ impl ObjectSource for MapObjects {
         let m = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
         Ok(m.get(&(namespace.to_string(), name.to_string())).cloned())
     }
+    async fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, ObjectError> {
+        let m = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(m.get(&(namespace.to_string(), name.to_string())).cloned())
+    }
+    async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, ObjectError> {
+        Ok(self.volumes.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned())
+    }
 }
 
 /// A snapshot of the objects one pod refers to; a name maps to `None` when it does not exist.
@@ -88,6 +133,8 @@ impl ObjectSource for MapObjects {
 pub struct PodObjects {
     pub config_maps: HashMap<String, Option<ConfigMap>>,
     pub secrets: HashMap<String, Option<Secret>>,
+    /// Claims by name, with the volume they are bound to (when it exists).
+    pub claims: HashMap<String, Option<(PersistentVolumeClaim, Option<PersistentVolume>)>>,
 }
 
 impl PodObjects {
@@ -145,6 +192,21 @@ pub async fn fetch(src: &dyn ObjectSource, pod: &Pod) -> Result<PodObjects, Obje
     for name in secrets {
         let s = src.secret(ns, &name).await?;
         out.secrets.insert(name, s);
+    }
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(claim) = v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()) else { continue };
+        let entry = match src.persistent_volume_claim(ns, &claim).await? {
+            None => None,
+            Some(pvc) => {
+                let bound = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|n| !n.is_empty());
+                let pv = match bound {
+                    Some(name) => src.persistent_volume(&name).await?,
+                    None => None,
+                };
+                Some((pvc, pv))
+            }
+        };
+        out.claims.insert(claim, entry);
     }
     Ok(out)
 }
