@@ -108,6 +108,10 @@ pub fn build_summary(node_name: &str, now: i64, node: &NodeSample, stats: &[api:
     let mut pods: BTreeMap<String, PodSum> = BTreeMap::new();
     for s in stats {
         let Some(attrs) = &s.attributes else { continue };
+        // Exited containers (finished init containers) come without usage: not running, not listed.
+        if s.cpu.is_none() && s.memory.is_none() {
+            continue;
+        }
         let Some(uid) = attrs.labels.get(POD_UID) else { continue };
         let pod = pods.entry(uid.clone()).or_default();
         pod.name = attrs.labels.get(POD_NAME).cloned().unwrap_or_default();
@@ -225,7 +229,12 @@ mod tests {
             "node-1",
             1_700_000_000_000_000_000,
             &node,
-            &[stat("u1", "web", "a", 10, 100), stat("u1", "web", "b", 5, 50), stat("u2", "db", "c", 1, 7)],
+            &[
+                stat("u1", "web", "a", 10, 100),
+                stat("u1", "web", "b", 5, 50),
+                stat("u2", "db", "c", 1, 7),
+                api::ContainerStats { cpu: None, memory: None, ..stat("u1", "web", "init", 0, 0) },
+            ],
         );
         assert_eq!(s["node"]["nodeName"], "node-1");
         assert_eq!(s["node"]["memory"]["usageBytes"], 700);
