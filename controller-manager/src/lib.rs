@@ -1,15 +1,21 @@
 //! rkube-controller-manager: the reconcile loops. Every controller is a descriptor in
 //! `controllers::DESCRIPTORS`; `--controllers` picks them (`*` = the defaults, `-name` switches
-//! one off). Controllers are level-triggered: watches only wake them, reads come from their
-//! stores, writes go through the API.
+//! one off). Controllers are level-triggered: shared informers only wake them (by queueing
+//! keys), reads come from the informers' stores, writes go through the API. `/healthz` and
+//! `/metrics` are served on `--bind-address`.
 
 pub mod controllers;
+mod server;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "rkube-controller-manager", about = "Runs the controllers")]
@@ -24,6 +30,35 @@ pub struct Options {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    /// Address for /healthz and /metrics (plain HTTP; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:10257")]
+    pub bind_address: SocketAddr,
+}
+
+/// Parses a Go-style duration as upstream's flags take them: `40s`, `5m`, `1h`, `500ms`, `1m30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest == "0" {
+        return Ok(total);
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(digits);
+        let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let secs = match unit {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return Err(format!("invalid duration {s:?}: unit {unit:?}")),
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = tail;
+    }
+    Ok(total)
 }
 
 /// A client for the apiserver from `--kubeconfig` (or the default kubeconfig / in-cluster).
@@ -42,18 +77,52 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube
 pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()> {
     let client = client(opts.kubeconfig.as_deref()).await?;
     let selected = controllers::select(&opts.controllers)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(controllers::metrics::Metrics::new(&mut registry));
+    let tasks = TaskTracker::new();
+    let listener = tokio::net::TcpListener::bind(opts.bind_address)
+        .await
+        .with_context(|| format!("binding {}", opts.bind_address))?;
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz and /metrics");
+    tasks.spawn(server::serve(listener, Arc::new(registry), cancel.clone()));
+
+    let informers = Arc::new(controllers::informer::Factory::new(client.clone(), cancel.clone(), tasks.clone()));
     tracing::info!(controllers = ?selected.iter().map(|d| d.name).collect::<Vec<_>>(), "starting controllers");
-    let mut tasks = tokio::task::JoinSet::new();
+    let opts = Arc::new(opts);
+    let mut running = tokio::task::JoinSet::new();
     for d in selected {
-        let ctx = controllers::Context { client: client.clone(), cancel: cancel.child_token() };
+        let ctx = controllers::Context {
+            client: client.clone(),
+            cancel: cancel.child_token(),
+            informers: informers.clone(),
+            metrics: metrics.clone(),
+            tasks: tasks.clone(),
+            opts: opts.clone(),
+        };
         let name = d.name;
-        tasks.spawn(async move {
+        running.spawn(async move {
             if let Err(e) = (d.start)(ctx).await {
                 tracing::error!(controller = name, error = %e, "controller stopped");
             }
         });
     }
     cancel.cancelled().await;
-    while tasks.join_next().await.is_some() {}
+    while running.join_next().await.is_some() {}
+    tasks.close();
+    tasks.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_upstream_flags_do() {
+        assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("40").is_err());
+    }
 }

@@ -43,6 +43,10 @@ async fn garbage_collector_and_namespace_controller() {
         "rkube-controller-manager",
         "--kubeconfig",
         kubeconfig.to_str().expect("utf-8"),
+        "--bind-address",
+        "127.0.0.1:0",
+        // These pods are made by hand: no ReplicaSet controller may add or remove any.
+        "--controllers=garbagecollector,namespace",
     ]);
     let cm = tokio::spawn(rkube_controller_manager::run(cm_opts, cancel.child_token()));
     let client = rkube_controller_manager::client(Some(&kubeconfig)).await.expect("client");

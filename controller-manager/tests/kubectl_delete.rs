@@ -43,6 +43,10 @@ async fn session(minor: u32) {
         "rkube-controller-manager",
         "--kubeconfig",
         kubeconfig.to_str().expect("utf-8"),
+        "--bind-address",
+        "127.0.0.1:0",
+        // These pods are made by hand: no ReplicaSet controller may add or remove any.
+        "--controllers=garbagecollector,namespace",
     ]);
     let cm = tokio::spawn(rkube_controller_manager::run(cm_opts, cancel.child_token()));
     let dir = server.cert_dir.path().to_path_buf();

@@ -1,0 +1,224 @@
+//! Controller references and claiming, as upstream's `ControllerRefManager`: an owner claims
+//! the objects its selector matches — keeping the ones it controls, adopting matching orphans,
+//! releasing controlled ones that stopped matching — and never touches objects another
+//! controller owns. Also the pod facts every workload controller reads (active, ready,
+//! available).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Resource;
+use serde_json::json;
+
+use apimachinery::labels::Selector;
+
+pub fn controller_of(m: &ObjectMeta) -> Option<&OwnerReference> {
+    m.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true))
+}
+
+/// The reference a controller puts on what it creates (controller and blockOwnerDeletion true).
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// upstream `metav1.LabelSelectorAsSelector`; an unparsable selector matches nothing.
+pub fn selector(s: Option<&LabelSelector>) -> Result<Selector, apimachinery::labels::SelectorError> {
+    let v = serde_json::to_value(s).unwrap_or(serde_json::Value::Null);
+    Selector::from_label_selector(&v)
+}
+
+pub fn labels_match(sel: &Selector, m: &ObjectMeta) -> bool {
+    match &m.labels {
+        Some(l) => sel.matches(l),
+        None => sel.matches(&std::collections::BTreeMap::<String, String>::new()),
+    }
+}
+
+/// What claiming decided.
+#[derive(Debug)]
+pub struct Claim<K> {
+    /// Controlled by the owner after claiming (includes the adopted).
+    pub claimed: Vec<Arc<K>>,
+    pub adopt: Vec<Arc<K>>,
+    pub release: Vec<Arc<K>>,
+}
+
+/// upstream `ClaimObject` over a list: the owner is identified by `owner_uid`; an owner being
+/// deleted neither adopts nor releases.
+pub fn claim<K: Resource>(owner_uid: &str, owner_deleting: bool, sel: &Selector, objs: &[Arc<K>]) -> Claim<K> {
+    let mut c = Claim { claimed: Vec::new(), adopt: Vec::new(), release: Vec::new() };
+    for o in objs {
+        let m = o.meta();
+        let matches = labels_match(sel, m);
+        match controller_of(m) {
+            Some(r) if r.uid != owner_uid => {}
+            Some(_) => {
+                if matches {
+                    c.claimed.push(o.clone());
+                } else if !owner_deleting {
+                    c.release.push(o.clone());
+                }
+            }
+            None => {
+                if matches && !owner_deleting && m.deletion_timestamp.is_none() {
+                    c.adopt.push(o.clone());
+                    c.claimed.push(o.clone());
+                }
+            }
+        }
+    }
+    c
+}
+
+/// Adds `owner_ref` as the controller of `name`, if its uid is still `uid`.
+pub async fn adopt<K>(
+    api: &Api<K>,
+    name: &str,
+    uid: &str,
+    owner_ref: &OwnerReference,
+    current: &[OwnerReference],
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut refs = current.to_vec();
+    refs.push(owner_ref.clone());
+    set_owner_refs(api, name, uid, refs).await
+}
+
+/// Removes the reference to `owner_uid` from `name`.
+pub async fn release<K>(
+    api: &Api<K>,
+    name: &str,
+    uid: &str,
+    owner_uid: &str,
+    current: &[OwnerReference],
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let refs = current.iter().filter(|r| r.uid != owner_uid).cloned().collect();
+    set_owner_refs(api, name, uid, refs).await
+}
+
+async fn set_owner_refs<K>(api: &Api<K>, name: &str, uid: &str, refs: Vec<OwnerReference>) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!([
+        {"op": "test", "path": "/metadata/uid", "value": uid},
+        {"op": "add", "path": "/metadata/ownerReferences", "value": refs},
+    ]);
+    let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+    match api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+        Ok(_) => Ok(()),
+        // Gone, or replaced by a different object of the same name: nothing to claim.
+        Err(kube::Error::Api(e)) if matches!(e.code, 404 | 422) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// upstream `IsPodActive`: not finished and not being deleted.
+pub fn is_active(p: &Pod) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded") | Some("Failed")) && p.metadata.deletion_timestamp.is_none()
+}
+
+pub fn is_terminated(p: &Pod) -> bool {
+    matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"))
+}
+
+/// The Ready condition's status and last transition.
+pub fn ready_condition(p: &Pod) -> Option<(bool, Option<Timestamp>)> {
+    let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status == "True", c.last_transition_time.as_ref().map(|t| t.0)))
+}
+
+pub fn is_ready(p: &Pod) -> bool {
+    ready_condition(p).is_some_and(|(r, _)| r)
+}
+
+/// upstream `IsPodAvailable`: ready for at least `min_ready_seconds` at `now`.
+pub fn is_available(p: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+    match ready_condition(p) {
+        Some((true, since)) => {
+            min_ready_seconds <= 0
+                || since.is_some_and(|t| t.as_second() + i64::from(min_ready_seconds) <= now.as_second())
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn pod(name: &str, app: &str, owner: Option<&str>) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("app".to_string(), app.to_string())].into()),
+                owner_references: owner
+                    .map(|uid| vec![OwnerReference { uid: uid.into(), controller: Some(true), ..Default::default() }]),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    fn names(v: &[Arc<Pod>]) -> Vec<&str> {
+        v.iter().map(|p| p.metadata.name.as_deref().unwrap_or_default()).collect()
+    }
+
+    #[test]
+    fn claim_keeps_adopts_releases_and_ignores_others() {
+        let sel = Selector::from_set([("app", "web")]);
+        let pods = [
+            pod("mine", "web", Some("me")),
+            pod("orphan", "web", None),
+            pod("stray", "db", Some("me")),
+            pod("theirs", "web", Some("other")),
+            pod("unrelated", "db", None),
+        ];
+        let c = claim("me", false, &sel, &pods);
+        assert_eq!(names(&c.claimed), ["mine", "orphan"]);
+        assert_eq!(names(&c.adopt), ["orphan"]);
+        assert_eq!(names(&c.release), ["stray"]);
+        let c = claim("me", true, &sel, &pods);
+        assert_eq!(names(&c.claimed), ["mine"], "an owner being deleted does not adopt");
+        assert!(c.release.is_empty(), "an owner being deleted does not release");
+    }
+
+    #[test]
+    fn available_means_ready_for_min_ready_seconds() {
+        let since = Timestamp::from_second(1000).expect("ts");
+        let p = Pod {
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(Time(since)),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let at = |s| Timestamp::from_second(s).expect("ts");
+        assert!(is_available(&p, 0, at(1000)));
+        assert!(!is_available(&p, 10, at(1009)));
+        assert!(is_available(&p, 10, at(1010)));
+    }
+}

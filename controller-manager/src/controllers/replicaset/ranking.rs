@@ -1,0 +1,247 @@
+//! Which pods a ReplicaSet deletes first when it scales down: upstream's
+//! `ActivePodsWithRanks` ordering with LogarithmicScaleDown and PodDeletionCost (both on by
+//! default), so the same pods go as they would under kube-controller-manager:
+//! 1. unscheduled before scheduled;
+//! 2. Pending before Unknown before Running;
+//! 3. not ready before ready;
+//! 4. lower `controller.kubernetes.io/pod-deletion-cost` first;
+//! 5. pods doubled up on a node (more related pods there) first;
+//! 6. ready for less time first (compared on a log2 scale of age; ties broken by UID);
+//! 7. more container restarts first;
+//! 8. newer first (log2 scale again; ties by UID).
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::controllers::owner::{is_active, is_ready, ready_condition};
+
+pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+fn phase_ordinal(p: &Pod) -> u8 {
+    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Unknown") => 1,
+        Some("Running") => 2,
+        _ => 0,
+    }
+}
+
+fn deletion_cost(p: &Pod) -> i32 {
+    p.metadata.annotations.as_ref().and_then(|a| a.get(DELETION_COST)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn node(p: &Pod) -> &str {
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default()
+}
+
+fn max_restarts(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+fn ready_time(p: &Pod) -> Option<Timestamp> {
+    ready_condition(p).filter(|(r, _)| *r).and_then(|(_, t)| t)
+}
+
+/// upstream `logarithmicRankDiff`: negative when `t1` is in a younger log2 bucket than `t2`.
+fn log_rank_diff(t1: Timestamp, t2: Timestamp, now: Timestamp) -> i64 {
+    let rank = |t: Timestamp| {
+        let d = now.as_nanosecond() - t.as_nanosecond();
+        if d > 0 {
+            (d as f64).log2() as i64
+        } else {
+            -1
+        }
+    };
+    rank(t1) - rank(t2)
+}
+
+/// Younger first; a missing time sorts first (upstream `afterOrZero` under LogarithmicScaleDown).
+fn younger_first(a: Option<Timestamp>, b: Option<Timestamp>, ua: &str, ub: &str, now: Timestamp) -> Ordering {
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(a), Some(b)) if a == b => Ordering::Equal,
+        (Some(a), Some(b)) => match log_rank_diff(a, b, now) {
+            0 => ua.cmp(ub),
+            d if d < 0 => Ordering::Less,
+            _ => Ordering::Greater,
+        },
+    }
+}
+
+/// `Less` = delete `a` before `b`. `ra`/`rb` are the pods' related-pods-on-the-same-node ranks.
+fn compare(a: &Pod, ra: usize, b: &Pod, rb: usize, now: Timestamp) -> Ordering {
+    let (na, nb) = (node(a), node(b));
+    if na != nb && (na.is_empty() || nb.is_empty()) {
+        return if na.is_empty() { Ordering::Less } else { Ordering::Greater };
+    }
+    let by = phase_ordinal(a).cmp(&phase_ordinal(b));
+    if by != Ordering::Equal {
+        return by;
+    }
+    let by = is_ready(a).cmp(&is_ready(b));
+    if by != Ordering::Equal {
+        return by;
+    }
+    let by = deletion_cost(a).cmp(&deletion_cost(b));
+    if by != Ordering::Equal {
+        return by;
+    }
+    let by = rb.cmp(&ra);
+    if by != Ordering::Equal {
+        return by;
+    }
+    let (ua, ub) = (a.metadata.uid.as_deref().unwrap_or_default(), b.metadata.uid.as_deref().unwrap_or_default());
+    if is_ready(a) && is_ready(b) {
+        let by = younger_first(ready_time(a), ready_time(b), ua, ub, now);
+        if by != Ordering::Equal {
+            return by;
+        }
+    }
+    let by = max_restarts(b).cmp(&max_restarts(a));
+    if by != Ordering::Equal {
+        return by;
+    }
+    let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    younger_first(created(a), created(b), ua, ub, now)
+}
+
+/// The `n` pods of `pods` to delete first. `related` are the active pods of every ReplicaSet
+/// with the same controller (the Deployment's), used for the doubled-up rank.
+pub fn pods_to_delete(pods: &[Arc<Pod>], related: &[Arc<Pod>], n: usize, now: Timestamp) -> Vec<Arc<Pod>> {
+    if n >= pods.len() {
+        return pods.to_vec();
+    }
+    let mut on_node: HashMap<&str, usize> = HashMap::new();
+    for p in related.iter().filter(|p| is_active(p)) {
+        *on_node.entry(node(p)).or_default() += 1;
+    }
+    let mut ranked: Vec<(usize, &Arc<Pod>)> =
+        pods.iter().map(|p| (on_node.get(node(p)).copied().unwrap_or(0), p)).collect();
+    ranked.sort_by(|(ra, a), (rb, b)| compare(a, *ra, b, *rb, now));
+    ranked.into_iter().take(n).map(|(_, p)| p.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+    const NOW: i64 = 1_000_000;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).expect("ts")
+    }
+
+    #[derive(Clone, Default)]
+    struct P {
+        name: &'static str,
+        node: &'static str,
+        phase: &'static str,
+        ready_since: Option<i64>,
+        restarts: i32,
+        created: i64,
+        cost: Option<&'static str>,
+    }
+
+    fn pod(p: P) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(p.name.into()),
+                uid: Some(p.name.into()),
+                creation_timestamp: Some(Time(ts(p.created))),
+                annotations: p.cost.map(|c| [(DELETION_COST.to_string(), c.to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec { node_name: (!p.node.is_empty()).then(|| p.node.to_string()), ..Default::default() }),
+            status: Some(PodStatus {
+                phase: Some(p.phase.into()),
+                conditions: p.ready_since.map(|t| {
+                    vec![PodCondition {
+                        type_: "Ready".into(),
+                        status: "True".into(),
+                        last_transition_time: Some(Time(ts(t))),
+                        ..Default::default()
+                    }]
+                }),
+                container_statuses: Some(vec![ContainerStatus { restart_count: p.restarts, ..Default::default() }]),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn order(pods: Vec<Arc<Pod>>) -> Vec<String> {
+        pods_to_delete(&pods, &pods, pods.len() - 1, ts(NOW))
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect()
+    }
+
+    fn running(name: &'static str, node: &'static str) -> P {
+        P { name, node, phase: "Running", ready_since: Some(NOW - 5000), created: NOW - 6000, ..Default::default() }
+    }
+
+    #[test]
+    fn unscheduled_then_pending_then_unknown_then_not_ready_go_first() {
+        let pods = vec![
+            pod(running("ready", "n1")),
+            pod(P { ready_since: None, ..running("not-ready", "n2") }),
+            pod(P { phase: "Unknown", ready_since: None, ..running("unknown", "n3") }),
+            pod(P { phase: "Pending", ready_since: None, ..running("pending", "n4") }),
+            pod(P { node: "", phase: "Pending", ready_since: None, ..running("unscheduled", "") }),
+            pod(running("ready-2", "n5")),
+        ];
+        assert_eq!(order(pods), ["unscheduled", "pending", "unknown", "not-ready", "ready"]);
+    }
+
+    #[test]
+    fn lower_deletion_cost_goes_first() {
+        let pods = vec![
+            pod(P { cost: Some("10"), ..running("expensive", "n1") }),
+            pod(P { cost: Some("-5"), ..running("cheap", "n2") }),
+            pod(running("default", "n3")),
+        ];
+        assert_eq!(order(pods), ["cheap", "default"]);
+    }
+
+    #[test]
+    fn doubled_up_pods_go_first() {
+        let pods = vec![pod(running("alone", "n1")), pod(running("a", "n2")), pod(running("b", "n2"))];
+        assert_eq!(order(pods), ["a", "b"]);
+    }
+
+    #[test]
+    fn more_restarts_then_newer_go_first() {
+        let pods = vec![
+            pod(running("old", "n1")),
+            pod(P { restarts: 3, ..running("restarty", "n2") }),
+            pod(P { created: NOW - 10, ready_since: Some(NOW - 5000), ..running("new", "n3") }),
+        ];
+        assert_eq!(order(pods), ["restarty", "new"]);
+    }
+
+    #[test]
+    fn recently_ready_goes_before_long_ready() {
+        let pods = vec![pod(running("long", "n1")), pod(P { ready_since: Some(NOW - 3), ..running("recent", "n2") })];
+        assert_eq!(order(pods), ["recent"]);
+    }
+
+    #[test]
+    fn times_in_the_same_log2_bucket_tie_break_by_uid() {
+        // 5000 s and 5001 s old are in the same bucket: the UID decides, not the exact time.
+        let pods = vec![
+            pod(P { created: NOW - 5000, ..running("b", "n1") }),
+            pod(P { created: NOW - 5001, ..running("a", "n2") }),
+        ];
+        assert_eq!(order(pods), ["a"]);
+    }
+}

@@ -1,0 +1,218 @@
+//! The harness the controller tests share: a real etcd and an in-process apiserver, the
+//! controller-manager started (and restartable) in-process, and simulated nodes: Node objects
+//! plus a fake kubelet that binds pending pods round-robin through `pods/binding`, marks them
+//! Running (and Ready, unless their image says `never-ready`) through `pods/status`, and
+//! finishes graceful deletions. No scheduler, no real kubelet.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use component_base::testing::Etcd;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use rkube_apiserver::testing::TestApiserver;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub struct Cluster {
+    pub server: TestApiserver,
+    pub client: kube::Client,
+    cm: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    kubelet: Option<(CancellationToken, JoinHandle<()>)>,
+    // A failing test drops everything with the runtime; etcd is killed by its own Drop.
+    _etcd: Etcd,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        let etcd = Etcd::start();
+        let server = TestApiserver::start(&etcd.endpoint).await;
+        let client = rkube_controller_manager::client(Some(&server.kubeconfig())).await.expect("client");
+        Cluster { server, client, cm: None, kubelet: None, _etcd: etcd }
+    }
+
+    /// Starts the controller-manager with `extra` flags on top of the kubeconfig and a free
+    /// health port.
+    pub fn start_controller_manager(&mut self, extra: &[&str]) {
+        let kubeconfig = self.server.kubeconfig();
+        let mut args = vec![
+            "rkube-controller-manager",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("utf-8"),
+            "--bind-address",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let opts = rkube_controller_manager::Options::parse_from(args);
+        let cancel = self.server.cancel.child_token();
+        let handle = tokio::spawn(rkube_controller_manager::run(opts, cancel.clone()));
+        self.cm = Some((cancel, handle));
+    }
+
+    pub async fn stop_controller_manager(&mut self) {
+        if let Some((cancel, handle)) = self.cm.take() {
+            cancel.cancel();
+            let _ = handle.await;
+        }
+    }
+
+    /// Creates `n` Ready nodes (`node-0` …) and starts the fake kubelet for them.
+    pub async fn start_nodes(&mut self, n: usize) -> Arc<FakeKubelet> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let mut names = Vec::new();
+        for i in 0..n {
+            let name = format!("node-{i}");
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": format!("zone-{}", i % 2)}},
+            }))
+            .expect("node");
+            nodes.create(&PostParams::default(), &node).await.expect("create node");
+            let status = json!({"status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
+                "addresses": [{"type": "InternalIP", "address": format!("198.18.200.{}", i + 1)}],
+            }});
+            nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("node status");
+            names.push(name);
+        }
+        let kubelet = Arc::new(FakeKubelet {
+            client: self.client.clone(),
+            nodes: std::sync::Mutex::new(names),
+            next_node: AtomicUsize::new(0),
+            next_ip: AtomicU32::new(10),
+        });
+        let cancel = self.server.cancel.child_token();
+        let k = kubelet.clone();
+        let c = cancel.clone();
+        let handle = tokio::spawn(async move { k.run(c).await });
+        self.kubelet = Some((cancel, handle));
+        kubelet
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_controller_manager().await;
+        if let Some((cancel, handle)) = self.kubelet.take() {
+            cancel.cancel();
+            let _ = handle.await;
+        }
+        self.server.cancel.cancel();
+        self.server.stop().await;
+    }
+}
+
+pub struct FakeKubelet {
+    client: kube::Client,
+    /// Nodes pods may be bound to (a test removes one to simulate its loss).
+    pub nodes: std::sync::Mutex<Vec<String>>,
+    next_node: AtomicUsize,
+    next_ip: AtomicU32,
+}
+
+impl FakeKubelet {
+    async fn run(&self, cancel: CancellationToken) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
+        loop {
+            let pod = tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = stream.next() => match p { Some(Ok(p)) => p, Some(Err(_)) => continue, None => return },
+            };
+            self.handle(&pod).await;
+        }
+    }
+
+    async fn handle(&self, pod: &Pod) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        if pod.metadata.deletion_timestamp.is_some() {
+            // The kubelet confirms a graceful deletion once the containers are gone.
+            let _ = api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+            return;
+        }
+        let Some(node) = node else {
+            let target = {
+                let nodes = self.nodes.lock().expect("nodes");
+                if nodes.is_empty() {
+                    return;
+                }
+                nodes[self.next_node.fetch_add(1, Ordering::Relaxed) % nodes.len()].clone()
+            };
+            let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                                 "target": {"apiVersion": "v1", "kind": "Node", "name": target}});
+            let _ = api
+                .create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+                .await;
+            return;
+        };
+        if !self.nodes.lock().expect("nodes").contains(&node) {
+            // A lost node's kubelet reports nothing.
+            return;
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if phase == Some("Running") {
+            return;
+        }
+        let image =
+            pod.spec.as_ref().and_then(|s| s.containers.first()).and_then(|c| c.image.clone()).unwrap_or_default();
+        let ready = if image.contains("never-ready") { "False" } else { "True" };
+        let n = self.next_ip.fetch_add(1, Ordering::Relaxed);
+        let ip = format!("198.18.{}.{}", n / 250, n % 250 + 1);
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let cond = |t: &str, s: &str| json!({"type": t, "status": s, "lastTransitionTime": now});
+        let status = json!({"status": {
+            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "startTime": now,
+            "conditions": [cond("PodScheduled", "True"), cond("Initialized", "True"),
+                           cond("ContainersReady", ready), cond("Ready", ready)],
+        }});
+        let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await;
+    }
+
+    /// Sets a pod's Ready condition (and ContainersReady) to `ready`.
+    pub async fn set_ready(&self, ns: &str, name: &str, ready: bool) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let s = if ready { "True" } else { "False" };
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let pod = api.get(name).await.expect("pod");
+        let mut conds = pod.status.and_then(|s| s.conditions).unwrap_or_default();
+        for c in conds.iter_mut().filter(|c| c.type_ == "Ready" || c.type_ == "ContainersReady") {
+            c.status = s.into();
+            c.last_transition_time =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now.parse().expect("a timestamp")));
+        }
+        let patch = json!({"status": {"conditions": conds}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("pod status");
+    }
+}
+
+/// A Deployment of `replicas` pods running `image`, label `app: <name>`.
+pub fn deployment(name: &str, replicas: i32, image: &str) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "c", "image": image}]}}},
+    }))
+    .expect("deployment")
+}
+
+/// Active (not terminating) pods with `app: <app>`.
+pub async fn active_pods(client: &kube::Client, ns: &str, app: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = kube::api::ListParams::default().labels(&format!("app={app}"));
+    api.list(&lp)
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
