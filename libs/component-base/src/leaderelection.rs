@@ -229,7 +229,8 @@ where
     }
     tracing::info!(lease = %e.cfg.name, identity = %e.cfg.identity, "became leader");
     let leading = cancel.child_token();
-    let task = tokio::spawn(lead(leading.clone()));
+    // Dropping `run` (an aborted task) must not leave a leader running without a Lease.
+    let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(lead(leading.clone())));
     let lost = loop {
         tokio::select! {
             _ = cancel.cancelled() => break false,

@@ -86,12 +86,7 @@ impl Plugin for InterPodAffinity {
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         let Some(s) = state.read::<PreFilterState>(PRE_FILTER_KEY) else { return Status::success() };
         let labels = node.labels();
-        if s.existing_anti.iter().any(|((k, v), n)| *n > 0 && labels.get(k) == Some(v)) {
-            return Status::unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY);
-        }
-        if pod.required_anti_affinity.iter().any(|t| in_domain(&s.anti_affinity, &t.topology_key, node) > 0) {
-            return Status::unschedulable(ERR_REASON_ANTI_AFFINITY);
-        }
+        // upstream's order: the pod's affinity, its anti-affinity, then existing pods' anti-affinity.
         if !pod.required_affinity.is_empty() {
             let all = pod.required_affinity.iter().all(|t| in_domain(&s.affinity, &t.topology_key, node) > 0);
             if !all {
@@ -103,6 +98,12 @@ impl Plugin for InterPodAffinity {
                     return Status::unresolvable(ERR_REASON_AFFINITY);
                 }
             }
+        }
+        if pod.required_anti_affinity.iter().any(|t| in_domain(&s.anti_affinity, &t.topology_key, node) > 0) {
+            return Status::unschedulable(ERR_REASON_ANTI_AFFINITY);
+        }
+        if s.existing_anti.iter().any(|((k, v), n)| *n > 0 && labels.get(k) == Some(v)) {
+            return Status::unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY);
         }
         Status::success()
     }
