@@ -21,6 +21,7 @@ pub mod machine;
 pub mod nodestatus;
 pub mod objects;
 pub mod pod_workers;
+pub mod prober;
 pub mod qos;
 pub mod runtime;
 pub mod server;
