@@ -17,6 +17,7 @@ pub mod dns;
 pub mod envvars;
 pub mod events;
 pub mod images;
+pub mod lifecycle;
 pub mod machine;
 pub mod nodestatus;
 pub mod objects;
@@ -253,8 +254,10 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<(), RunErro
     let listener = server::bind(&server_cfg).await?;
     let tls = server::tls_config(&server_cfg, &facts.internal_ip)?;
 
+    let deps = Arc::new(pod_deps(&opts, &facts, client.clone(), rt.clone()));
     let manager = pod_workers::manager::PodManager {
         client: client.clone(),
+        deps: deps.clone(),
         runtime: rt.clone(),
         node_name: node_name.clone(),
         host_ip: facts.internal_ip.clone(),
@@ -277,6 +280,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<(), RunErro
         Duration::from_secs(u64::from(nodestatus::LEASE_DURATION_SECONDS.unsigned_abs()) / 4),
         cancel.clone(),
     ));
+    tracker.spawn(deps.run(cancel.clone()));
     tracker.spawn(manager.run(cancel.clone()));
     tracker.spawn(server::serve(listener, tls, state, cancel.clone()));
     tracker.close();
@@ -284,6 +288,38 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<(), RunErro
     tracing::info!("rkube-kubelet stopping");
     tracker.wait().await;
     Ok(())
+}
+
+/// The pod loop's objects, volumes, events and probes, from the flags and the machine.
+fn pod_deps(
+    opts: &Options,
+    facts: &nodestatus::NodeFacts,
+    client: kube::Client,
+    rt: Arc<dyn ContainerRuntime>,
+) -> pod_workers::sync::PodDeps {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let dns = dns::DnsSettings {
+        cluster_dns: opts.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+        cluster_domain: opts.cluster_domain.clone(),
+        host: dns::parse_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+    };
+    let mut deps = pod_workers::sync::PodDeps::real(
+        client,
+        rt,
+        opts.root_dir.clone(),
+        facts.name.clone(),
+        facts.internal_ip.clone(),
+        dns,
+    );
+    deps.allocatable = [
+        ("cpu".to_string(), Quantity(format!("{}m", facts.cpu_millis))),
+        ("memory".to_string(), Quantity(facts.memory_bytes.to_string())),
+        ("ephemeral-storage".to_string(), Quantity(facts.ephemeral_storage_bytes.to_string())),
+    ]
+    .into_iter()
+    .collect();
+    deps.memory_capacity = i64::try_from(facts.memory_bytes).unwrap_or(i64::MAX);
+    deps
 }
 
 #[cfg(test)]

@@ -172,9 +172,9 @@ pub fn pod_status(pod: &Pod, obs: &Observation<'_>, now: &str, previous: Option<
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{"ip": ip}]);
     }
-    if let Some(qos) = pod.status.as_ref().and_then(|s| s.qos_class.clone()) {
-        status["qosClass"] = json!(qos);
-    }
+    // The API server sets it at creation; computed here when it did not.
+    let qos = pod.status.as_ref().and_then(|s| s.qos_class.clone());
+    status["qosClass"] = json!(qos.unwrap_or_else(|| crate::qos::pod_qos(pod).as_str().to_string()));
     if let Some(start) = previous.and_then(|p| p.get("startTime")).cloned() {
         status["startTime"] = start;
     } else {

@@ -10,7 +10,7 @@ use component_base::testing::{eventually, Etcd};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use rkube_kubelet::pod_workers::manager::PodManager;
-use rkube_kubelet::pod_workers::sync::NodeConfig;
+use rkube_kubelet::pod_workers::sync::{NodeConfig, PodDeps};
 use rkube_kubelet::runtime::fake::FakeRuntime;
 use serde_json::json;
 
@@ -32,8 +32,19 @@ async fn pods_bound_to_the_node_run_report_and_go() {
 
     let runtime = Arc::new(FakeRuntime::new());
     runtime.add_image("busybox:1.36");
+    let root = tempfile::tempdir().expect("root dir");
+    let deps = Arc::new(PodDeps::real(
+        client.clone(),
+        runtime.clone(),
+        root.path().to_path_buf(),
+        "node-1".into(),
+        "198.19.0.2".into(),
+        Default::default(),
+    ));
+    let deps_task = tokio::spawn(deps.clone().run(cancel.child_token()));
     let manager = PodManager {
         client: client.clone(),
+        deps,
         runtime: runtime.clone(),
         node_name: "node-1".into(),
         host_ip: "198.19.0.2".into(),
@@ -90,5 +101,6 @@ async fn pods_bound_to_the_node_run_report_and_go() {
 
     cancel.cancel();
     let _ = task.await;
+    let _ = deps_task.await;
     server.stop().await;
 }

@@ -16,8 +16,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::plan::ProbeVerdicts;
-use super::sync::{observe, sync_pod, NodeConfig, SyncOutcome, CONTAINER_NAME, POD_UID};
+use super::sync::{observe, sync_pod, NodeConfig, PodDeps, SyncOutcome, CONTAINER_NAME, POD_UID};
 use crate::runtime::{api, sandbox_filter_by_labels, ContainerRuntime};
 use crate::status::{pod_status, Observation, Observed, ObservedContainer};
 
@@ -27,6 +26,8 @@ pub struct PodManager {
     pub node_name: String,
     pub host_ip: String,
     pub config: NodeConfig,
+    /// Objects, volumes, events and probes of the pods (see `sync::PodDeps`).
+    pub deps: Arc<PodDeps>,
     /// How often every pod is synced even without a change (upstream: 1 s resync of workers).
     pub resync: Duration,
 }
@@ -99,7 +100,11 @@ impl PodManager {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+            let grace = Duration::from_secs(grace.max(0).unsigned_abs());
+            super::sync::stop_pod(self.runtime.as_ref(), &self.deps, pod, grace).await?;
             self.kill(&uid).await?;
+            self.deps.cleanup_pod(&uid).await?;
             backoff.forget_pod(&uid);
             // Everything stopped: the apiserver may forget the pod now.
             let dp = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
@@ -114,7 +119,7 @@ impl PodManager {
         let outcome = if phase == "Succeeded" || phase == "Failed" {
             SyncOutcome::default()
         } else {
-            sync_pod(self.runtime.as_ref(), pod, &self.config, &ProbeVerdicts::default(), backoff, now_secs()).await?
+            sync_pod(self.runtime.as_ref(), pod, &self.config, &self.deps, backoff, now_secs()).await?
         };
         let status = self.status(pod, &outcome).await?;
         if reported.get(&uid) != Some(&status) {
@@ -182,8 +187,8 @@ impl PodManager {
                         .unwrap_or(api::ContainerState::ContainerUnknown)
                     {
                         api::ContainerState::ContainerRunning => {
-                            observed.ready = true;
-                            observed.started = true;
+                            observed.started = self.deps.prober.started(&c, &r.id);
+                            observed.ready = self.deps.prober.ready(&c, &r.id);
                             Observed::Running { started_at: rfc3339_from_nanos(st.started_at) }
                         }
                         api::ContainerState::ContainerExited => Observed::Terminated {
@@ -247,7 +252,9 @@ impl PodManager {
         for uid in orphans {
             tracing::info!(pod_uid = %uid, "removing a pod that is gone from the API");
             self.kill(&uid).await?;
+            self.deps.cleanup_pod(&uid).await?;
         }
+        self.deps.cleanup_orphaned_volumes(live).await;
         let _ = CONTAINER_NAME;
         Ok(())
     }

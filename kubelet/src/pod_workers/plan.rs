@@ -205,9 +205,12 @@ pub fn compute(pod: &Pod, state: &RuntimeState, probes: &ProbeVerdicts) -> PodAc
                 match reason {
                     None => keep += 1,
                     Some(reason) => {
+                        // upstream: a killed container restarts unless the policy is Never,
+                        // and the Killing event says so.
+                        let restart = policy != "Never";
+                        let reason = if restart { format!("{reason}, will be restarted") } else { reason };
                         actions.containers_to_kill.push(Kill { id: r.id.clone(), name: c.name.clone(), reason });
-                        // upstream: a killed container restarts unless the policy is Never.
-                        if policy != "Never" {
+                        if restart {
                             actions.containers_to_start.push(c.name.clone());
                         }
                     }
@@ -359,7 +362,7 @@ mod tests {
         };
         let probes = ProbeVerdicts { liveness_failed: HashSet::from(["app-0".to_string()]), ..Default::default() };
         let a = compute(&p, &st, &probes);
-        assert_eq!(a.containers_to_kill[0].reason, "Container app failed liveness probe");
+        assert_eq!(a.containers_to_kill[0].reason, "Container app failed liveness probe, will be restarted");
         assert_eq!(a.containers_to_start, ["app"]);
     }
 
@@ -370,7 +373,7 @@ mod tests {
         r.hash ^= 1;
         let st = RuntimeState { sandboxes: vec![sandbox("s", true, 0)], containers: vec![r] };
         let a = compute(&p, &st, &ProbeVerdicts::default());
-        assert_eq!(a.containers_to_kill[0].reason, "Container app definition changed");
+        assert_eq!(a.containers_to_kill[0].reason, "Container app definition changed, will be restarted");
     }
 
     #[test]
