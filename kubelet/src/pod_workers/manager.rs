@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::sync::{observe, sync_pod, NodeConfig, PodDeps, SyncOutcome, CONTAINER_NAME, POD_UID};
-use crate::runtime::{api, sandbox_filter_by_labels, ContainerRuntime};
+use super::sync::{observe, sync_pod, NodeConfig, PodDeps, SyncOutcome, POD_UID};
+use crate::runtime::{api, ContainerRuntime};
 use crate::status::{pod_status, Observation, Observed, ObservedContainer};
 
 pub struct PodManager {
@@ -62,6 +62,7 @@ impl PodManager {
         let mut backoff = Backoff::default();
         let mut tick = tokio::time::interval(self.resync);
         let mut reported: HashMap<String, Value> = HashMap::new();
+        let mut memos: HashMap<String, SyncMemo> = HashMap::new();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -73,20 +74,53 @@ impl PodManager {
             if futures::FutureExt::now_or_never(store.wait_until_ready()).is_none_or(|r| r.is_err()) {
                 continue;
             }
+            // One listing of the runtime per pass (upstream's PLEG relist) says which pods'
+            // containers changed; only those, pods changed in the API, and pods with work
+            // pending are synced, so a node full of settled pods costs two CRI calls a pass.
+            let snapshot = match self.snapshot().await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing the runtime's pods failed");
+                    None
+                }
+            };
             let pods = store.state();
             let live: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+            let now = tokio::time::Instant::now();
             for pod in pods {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let rv = pod.metadata.resource_version.clone().unwrap_or_default();
+                let fp = snapshot.as_ref().map(|s| s.get(&uid).copied().unwrap_or(0));
+                if !needs_sync(memos.get(&uid), &rv, fp, pod.metadata.deletion_timestamp.is_some(), now) {
+                    continue;
+                }
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
-                if let Err(e) = self.sync_one(&pod, &mut backoff, &mut reported).await {
-                    tracing::warn!(namespace = %ns, pod = %name, error = %e, "pod sync failed");
+                let pending = match self.sync_one(&pod, &mut backoff, &mut reported).await {
+                    Ok(pending) => pending,
+                    Err(e) => {
+                        tracing::warn!(namespace = %ns, pod = %name, error = %e, "pod sync failed");
+                        true
+                    }
+                };
+                memos.insert(uid, SyncMemo { resource_version: rv, fingerprint: fp, pending, at: now });
+            }
+            if let Some(snapshot) = &snapshot {
+                if let Err(e) = self.remove_orphans(snapshot, &live).await {
+                    tracing::warn!(error = %e, "cleaning up pods that are gone failed");
                 }
             }
-            if let Err(e) = self.remove_orphans(&live).await {
-                tracing::warn!(error = %e, "cleaning up pods that are gone failed");
-            }
             reported.retain(|uid, _| live.contains(uid));
+            memos.retain(|uid, _| live.contains(uid));
         }
+    }
+
+    /// A fingerprint per pod uid of what the runtime has for it (ids and states of its
+    /// sandboxes and containers).
+    async fn snapshot(&self) -> Result<HashMap<String, u64>, crate::runtime::RuntimeError> {
+        let sandboxes = self.runtime.list_pod_sandbox(None).await?;
+        let containers = self.runtime.list_containers(None).await?;
+        Ok(fingerprints(&sandboxes, &containers))
     }
 
     async fn sync_one(
@@ -94,16 +128,21 @@ impl PodManager {
         pod: &Pod,
         backoff: &mut Backoff,
         reported: &mut HashMap<String, Value>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         if pod.metadata.deletion_timestamp.is_some() {
-            let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+            // upstream: the grace the deletion set, else the spec's, else 30 s
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30);
             let grace = Duration::from_secs(grace.max(0).unsigned_abs());
             super::sync::stop_pod(self.runtime.as_ref(), &self.deps, pod, grace).await?;
-            self.kill(&uid).await?;
+            self.kill(&uid, grace).await?;
             self.deps.cleanup_pod(&uid).await?;
             backoff.forget_pod(&uid);
             // Everything stopped: the apiserver may forget the pod now.
@@ -113,7 +152,7 @@ impl PodManager {
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
-            return Ok(());
+            return Ok(false);
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
         let outcome = if phase == "Succeeded" || phase == "Failed" {
@@ -127,7 +166,12 @@ impl PodManager {
             pods.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await?;
             reported.insert(uid, status);
         }
-        Ok(())
+        // Held back or failed containers are retried on the next pass, not only on a change.
+        Ok(!outcome.backing_off.is_empty()
+            || !outcome.failed.is_empty()
+            || outcome.volume_error.is_some()
+            || outcome.sandbox_error.is_some()
+            || super::sync::needs_periodic_sync(pod))
     }
 
     /// What to report, from the runtime's state and this sync's outcome.
@@ -230,12 +274,16 @@ impl PodManager {
     }
 
     /// Stops and removes everything the runtime has for the pod `uid`.
-    async fn kill(&self, uid: &str) -> anyhow::Result<()> {
+    /// Containers are stopped together, each with `grace` between its SIGTERM and SIGKILL.
+    async fn kill(&self, uid: &str, grace: Duration) -> anyhow::Result<()> {
         let state = observe(self.runtime.as_ref(), uid).await?;
-        for c in &state.containers {
-            if c.state == super::plan::State::Running {
-                self.runtime.stop_container(&c.id, Duration::from_secs(30)).await?;
-            }
+        let stops = state
+            .containers
+            .iter()
+            .filter(|c| c.state == super::plan::State::Running)
+            .map(|c| self.runtime.stop_container(&c.id, grace));
+        for r in futures::future::join_all(stops).await {
+            r?;
         }
         for s in &state.sandboxes {
             self.runtime.stop_pod_sandbox(&s.id).await?;
@@ -245,17 +293,125 @@ impl PodManager {
     }
 
     /// Pods the runtime runs that the API no longer binds here.
-    async fn remove_orphans(&self, live: &HashSet<String>) -> anyhow::Result<()> {
-        let sandboxes = self.runtime.list_pod_sandbox(Some(sandbox_filter_by_labels::<&str, &str>([]))).await?;
-        let orphans: HashSet<String> =
-            sandboxes.iter().filter_map(|s| s.labels.get(POD_UID).cloned()).filter(|u| !live.contains(u)).collect();
+    async fn remove_orphans(&self, snapshot: &HashMap<String, u64>, live: &HashSet<String>) -> anyhow::Result<()> {
+        let orphans: Vec<&String> = snapshot.keys().filter(|u| !live.contains(*u)).collect();
         for uid in orphans {
             tracing::info!(pod_uid = %uid, "removing a pod that is gone from the API");
-            self.kill(&uid).await?;
-            self.deps.cleanup_pod(&uid).await?;
+            // The pod is gone from the API, its grace with it: stop promptly.
+            self.kill(uid, ORPHAN_GRACE).await?;
+            self.deps.cleanup_pod(uid).await?;
         }
         self.deps.cleanup_orphaned_volumes(live).await;
-        let _ = CONTAINER_NAME;
         Ok(())
+    }
+}
+
+/// How long containers of a pod that vanished from the API get between SIGTERM and SIGKILL.
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
+/// What the last sync of a pod saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncMemo {
+    pub resource_version: String,
+    /// The runtime's fingerprint of the pod; `None` when the runtime could not be listed.
+    pub fingerprint: Option<u64>,
+    /// The sync left work for later (a container in backoff or failing to start).
+    pub pending: bool,
+    pub at: tokio::time::Instant,
+}
+
+/// Even a pod where nothing changed is synced this often (upstream's pod workers resync too).
+pub const FULL_RESYNC: Duration = Duration::from_secs(10);
+
+/// Whether a pod needs a sync on this pass.
+pub fn needs_sync(
+    memo: Option<&SyncMemo>,
+    resource_version: &str,
+    fingerprint: Option<u64>,
+    deleting: bool,
+    now: tokio::time::Instant,
+) -> bool {
+    let Some(m) = memo else { return true };
+    deleting
+        || m.pending
+        || fingerprint.is_none()
+        || m.fingerprint != fingerprint
+        || m.resource_version != resource_version
+        || now.saturating_duration_since(m.at) >= FULL_RESYNC
+}
+
+/// A fingerprint per pod uid (the `io.kubernetes.pod.uid` label) of its sandboxes' and
+/// containers' ids and states; a pod with nothing in the runtime has none.
+pub fn fingerprints(sandboxes: &[api::PodSandbox], containers: &[api::Container]) -> HashMap<String, u64> {
+    use std::hash::{Hash, Hasher};
+    let mut items: HashMap<String, Vec<(&str, i32)>> = HashMap::new();
+    for s in sandboxes {
+        if let Some(uid) = s.labels.get(POD_UID) {
+            items.entry(uid.clone()).or_default().push((s.id.as_str(), s.state));
+        }
+    }
+    for c in containers {
+        if let Some(uid) = c.labels.get(POD_UID) {
+            items.entry(uid.clone()).or_default().push((c.id.as_str(), c.state + 100));
+        }
+    }
+    items
+        .into_iter()
+        .map(|(uid, mut v)| {
+            v.sort_unstable();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            v.hash(&mut h);
+            (uid, h.finish())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(id: &str, uid: &str, state: i32) -> api::PodSandbox {
+        api::PodSandbox {
+            id: id.into(),
+            state,
+            labels: [(POD_UID.to_string(), uid.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    fn container(id: &str, uid: &str, state: i32) -> api::Container {
+        api::Container {
+            id: id.into(),
+            state,
+            labels: [(POD_UID.to_string(), uid.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fingerprints_change_with_container_states_only_for_their_pod() {
+        let sbs = [sandbox("s1", "u1", 0), sandbox("s2", "u2", 0)];
+        let before = fingerprints(&sbs, &[container("c1", "u1", 1), container("c2", "u2", 1)]);
+        let after = fingerprints(&sbs, &[container("c1", "u1", 2), container("c2", "u2", 1)]);
+        assert_ne!(before["u1"], after["u1"]);
+        assert_eq!(before["u2"], after["u2"]);
+        // order does not matter
+        let again =
+            fingerprints(&[sbs[1].clone(), sbs[0].clone()], &[container("c2", "u2", 1), container("c1", "u1", 1)]);
+        assert_eq!(before, again);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settled_pods_are_skipped_until_something_changes() {
+        let t0 = tokio::time::Instant::now();
+        let memo = SyncMemo { resource_version: "5".into(), fingerprint: Some(7), pending: false, at: t0 };
+        assert!(needs_sync(None, "5", Some(7), false, t0), "never synced");
+        assert!(!needs_sync(Some(&memo), "5", Some(7), false, t0 + Duration::from_secs(1)));
+        assert!(needs_sync(Some(&memo), "6", Some(7), false, t0), "changed in the API");
+        assert!(needs_sync(Some(&memo), "5", Some(8), false, t0), "changed in the runtime");
+        assert!(needs_sync(Some(&memo), "5", None, false, t0), "runtime not listed");
+        assert!(needs_sync(Some(&memo), "5", Some(7), true, t0), "being deleted");
+        assert!(needs_sync(Some(&SyncMemo { pending: true, ..memo.clone() }), "5", Some(7), false, t0), "backoff");
+        assert!(needs_sync(Some(&memo), "5", Some(7), false, t0 + FULL_RESYNC), "periodic resync");
     }
 }
