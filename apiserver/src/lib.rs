@@ -4,6 +4,7 @@
 
 pub mod registry;
 pub mod server;
+pub mod serviceaccount;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -64,6 +65,16 @@ pub struct Options {
     /// Static bearer tokens: `token,user,uid,"group1,group2"` per line.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// Issuer (`iss`) of the service account tokens this server signs and accepts.
+    #[arg(long, default_value = serviceaccount::DEFAULT_ISSUER)]
+    pub service_account_issuer: String,
+    /// ECDSA P-256 private key (PKCS#8 PEM) that signs service account tokens (default:
+    /// `sa.key` in the cert dir, made at first start).
+    #[arg(long)]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// Audiences a service account token must name (default: the issuer), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
     #[arg(long, default_value = "198.19.128.0/17")]
     pub service_cluster_ip_range: String,
     #[arg(long, default_value = "30000-32767")]
@@ -162,7 +173,8 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> anyhow::Result<R
 
     let app = Arc::new(server::App {
         store: store.clone(),
-        auth: server::auth::Authenticator::from_token_file(opts.token_auth_file.as_deref())?,
+        auth: server::auth::Authenticator::from_token_file(opts.token_auth_file.as_deref())?
+            .with_service_accounts(Arc::new(service_account_tokens(&opts)?)),
         metrics: server::metrics::Metrics::new(&etcd_latency),
         inflight: Arc::new(tokio::sync::Semaphore::new(opts.max_requests_inflight.max(1))),
         kubelet: Some(kubelet),
@@ -172,6 +184,11 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> anyhow::Result<R
     let task = tokio::spawn(async move { server::serve_tls(listener, tls, router, c).await });
     tracing::info!(%addr, "rkube-apiserver serving");
     Ok(Running { addr, store, cert_dir: opts.cert_dir.clone(), task, cancel })
+}
+
+fn service_account_tokens(opts: &Options) -> anyhow::Result<serviceaccount::Tokens> {
+    let key = opts.service_account_signing_key_file.clone().unwrap_or_else(|| opts.cert_dir.join("sa.key"));
+    Ok(serviceaccount::Tokens::load_or_generate(&key, &opts.service_account_issuer, opts.api_audiences.clone())?)
 }
 
 /// The TLS client the apiserver uses towards kubelets.

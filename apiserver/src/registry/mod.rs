@@ -122,7 +122,9 @@ pub struct Kind {
 
 /// Every served kind, keyed by (group, plural).
 pub struct Registry {
-    kinds: HashMap<(&'static str, &'static str), Arc<Kind>>,
+    /// group → plural → kind; nested so a lookup by borrowed strings hashes instead of scanning
+    /// (it runs on every request).
+    kinds: HashMap<&'static str, HashMap<&'static str, Arc<Kind>>>,
 }
 
 impl Registry {
@@ -186,17 +188,20 @@ impl Registry {
                 ("storage.k8s.io", "storageclasses") => (round_trip::<storage::StorageClass>, Box::new(generic::Plain)),
                 (g, p) => panic!("resource {p}.{g} is in the table but has no registry entry"),
             };
-            kinds.insert((info.group, info.plural), Arc::new(Kind { info, round_trip: rt, strategy }));
+            kinds
+                .entry(info.group)
+                .or_insert_with(HashMap::new)
+                .insert(info.plural, Arc::new(Kind { info, round_trip: rt, strategy }));
         }
         Self { kinds }
     }
 
     pub fn get(&self, group: &str, plural: &str) -> Option<Arc<Kind>> {
-        self.kinds.iter().find(|((g, p), _)| *g == group && *p == plural).map(|(_, k)| k.clone())
+        self.kinds.get(group)?.get(plural).cloned()
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<Kind>> {
-        self.kinds.values()
+        self.kinds.values().flat_map(HashMap::values)
     }
 }
 

@@ -174,6 +174,21 @@ impl Store {
         self.caches.values().all(|c| c.is_ready())
     }
 
+    /// The UID of a live object as the watch cache has it, for authentication's checks (no
+    /// etcd read on the request path).
+    pub fn cached_uid(&self, group: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<String> {
+        let kind = self.registry.get(group, plural)?;
+        let obj = self.cache(&kind).get(&Self::key(&kind, ns, name))?;
+        obj.value().pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string)
+    }
+
+    /// Waits (briefly) until the watch cache has seen `obj`'s revision, so that what
+    /// [`Store::cached_uid`] answers next includes it.
+    pub async fn wait_cached(&self, kind: &Kind, obj: &Value) {
+        let rev = meta_str(obj, "resourceVersion").and_then(|r| r.parse::<i64>().ok()).unwrap_or(0);
+        self.cache(kind).wait_for(rev, std::time::Duration::from_secs(5)).await;
+    }
+
     fn cache(&self, kind: &Kind) -> &Arc<Cacher> {
         self.caches.get(kind.info.storage_name()).expect("every kind has a cache")
     }

@@ -465,6 +465,14 @@ async fn subresource(
         "scale" => scale(store, kind, ns, name, req, output).await,
         "binding" if m == Method::POST => binding(app, ns, Some(name), &req).await,
         "eviction" if m == Method::POST => eviction(store, kind, ns, name, &req).await,
+        "token" if m == Method::POST && kind.info.plural == "serviceaccounts" => {
+            let tokens = app
+                .auth
+                .service_account_tokens()
+                .ok_or_else(|| ApiError::service_unavailable("service account tokens are not configured"))?;
+            let body = decode_body(&content_type(req.headers), &req.body)?;
+            super::tokenrequest::create(store, tokens, ns.unwrap_or("default"), name, &body, output).await
+        }
         "proxy" => Err(ApiError::service_unavailable(format!("{}/proxy is not served yet", kind.info.plural))),
         _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
     }

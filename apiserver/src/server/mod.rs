@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod path;
 pub mod protobuf;
 pub mod table;
+pub mod tokenrequest;
 pub mod version;
 
 use std::sync::Arc;
@@ -75,7 +76,8 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         health(&app, &path).await
     } else {
         let conn = req.extensions().get::<ConnIdentity>().cloned().unwrap_or_default();
-        match app.auth.authenticate(req.headers(), conn.0.as_ref()) {
+        let live = |plural: &str, ns: Option<&str>, name: &str| app.store.cached_uid("", plural, ns, name);
+        match app.auth.authenticate(req.headers(), conn.0.as_ref(), &live) {
             None => error_response(&ApiError::unauthorized()),
             Some(_user) => {
                 let _permit = if long_running(&path, &query, &method) {
