@@ -1,0 +1,232 @@
+//! Pod features of the real `rkube-kubelet` on a real node (`support::TestCluster`: containerd in
+//! a network + mount namespace, etcd, the apiserver), checked through the API:
+//!
+//! - configMap and secret volumes and env (`configMapKeyRef`, `secretKeyRef`, `fieldRef`,
+//!   `envFrom`) are what the container sees;
+//! - a volume naming a missing ConfigMap gives FailedMount events, and the pod starts once the
+//!   ConfigMap is created;
+//! - a 20 MiB memory limit kills a process allocating 100 MiB: terminated with OOMKilled;
+//! - a failing liveness probe restarts the container, with the Killing event;
+//! - a failing readiness probe keeps the pod Running but not Ready;
+//! - after teardown nothing is left on the machine.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use kube::api::{Api, LogParams, PostParams};
+use serde_json::json;
+use support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn container_status(p: &Pod, name: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status.clone()?.container_statuses?.into_iter().find(|c| c.name == name)
+}
+
+fn condition(p: &Pod, t: &str) -> Option<String> {
+    p.status.clone()?.conditions?.into_iter().find(|c| c.type_ == t).map(|c| c.status)
+}
+
+/// Events about `pod` as (reason, message).
+async fn events_of(client: &kube::Client, pod: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), "default");
+    let list = api.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+    list.into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+async fn scenario(cluster: &mut TestCluster) -> TestResult {
+    let client = cluster.client.clone();
+    let node = cluster.node.name.clone();
+    cluster.start_kubelet()?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "app-config"}, "data": {"mode": "fast", "app.conf": "x=1"}}),
+        )?,
+    )
+    .await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "app-secret"}, "data": {"password": "czNjcjN0"}}))?,
+        )
+        .await?;
+
+    // ---- a missing ConfigMap holds the pod back (FailedMount); it starts once it exists ----
+    let late: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "late"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox:1.36",
+            "command": ["sh", "-c", "cat /cfg/k; echo; sleep 3600"],
+            "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "late-config"}}]},
+    }))?;
+    pods.create(&PostParams::default(), &late).await?;
+
+    // ---- volumes and env from a ConfigMap and a Secret ----
+    let script = "echo mode=$MODE pw=$PW pod=$POD_NAME ip=$POD_IP from=$CFG_mode; \
+                  echo conf=$(cat /etc/cfg/app.conf) secret=$(cat /etc/sec/password); \
+                  grep -c tmpfs /proc/mounts; sleep 3600";
+    let vol: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "vols"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox:1.36",
+            "command": ["sh", "-c", script],
+            "env": [
+                {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "mode"}}},
+                {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "app-secret", "key": "password"}}},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            ],
+            "envFrom": [{"configMapRef": {"name": "app-config"}, "prefix": "CFG_"}],
+            "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "sec", "mountPath": "/etc/sec"}]}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "app-config"}},
+                        {"name": "sec", "secret": {"secretName": "app-secret"}}]},
+    }))?;
+    pods.create(&PostParams::default(), &vol).await?;
+
+    // ---- 100 MiB in a 20 MiB limit: OOMKilled ----
+    let oom: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "oom"},
+        "spec": {"nodeName": node, "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1.36",
+            "command": ["dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"],
+            "resources": {"limits": {"memory": "20Mi"}}}]},
+    }))?;
+    pods.create(&PostParams::default(), &oom).await?;
+
+    // ---- liveness: healthy for 3 s, then the probe fails and the container restarts ----
+    let live: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "live"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox:1.36",
+            "command": ["sh", "-c", "touch /tmp/healthy; sleep 3; rm /tmp/healthy; sleep 3600"],
+            "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 2}}]},
+    }))?;
+    pods.create(&PostParams::default(), &live).await?;
+
+    // ---- readiness never succeeds: Running, not Ready ----
+    let unready: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "unready"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox:1.36",
+            "command": ["sh", "-c", "sleep 3600"],
+            "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1}}]},
+    }))?;
+    pods.create(&PostParams::default(), &unready).await?;
+
+    wait_for("vols Running", WAIT, || async {
+        let p = pods.get("vols").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await?;
+    let logs = wait_for("vols logs", WAIT, || async {
+        let l = pods.logs("vols", &LogParams::default()).await.ok()?;
+        (l.lines().count() >= 3).then_some(l)
+    })
+    .await?;
+    let ip = pods.get("vols").await?.status.and_then(|s| s.pod_ip).unwrap_or_default();
+    let mut lines = logs.lines();
+    assert_eq!(lines.next(), Some(format!("mode=fast pw=s3cr3t pod=vols ip={ip} from=fast").as_str()), "{logs}");
+    assert_eq!(lines.next(), Some("conf=x=1 secret=s3cr3t"), "{logs}");
+    let tmpfs: u32 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+    assert!(tmpfs >= 1, "the secret volume is a tmpfs: {logs}");
+
+    let failed_mount = wait_for("FailedMount for late", WAIT, || async {
+        events_of(&client, "late").await.into_iter().find(|(r, _)| r == "FailedMount")
+    })
+    .await?;
+    assert_eq!(failed_mount.1, "MountVolume.SetUp failed for volume \"cfg\" : configmap \"late-config\" not found");
+    let p = pods.get("late").await?;
+    let waiting = container_status(&p, "c").and_then(|c| c.state?.waiting?.reason);
+    assert_eq!(waiting.as_deref(), Some("ContainerCreating"), "{p:?}");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "late-config"}, "data": {"k": "arrived"}}))?,
+    )
+    .await?;
+    wait_for("late Running with its ConfigMap", WAIT, || async {
+        let l = pods.logs("late", &LogParams::default()).await.ok()?;
+        (l.trim() == "arrived").then_some(())
+    })
+    .await?;
+
+    let terminated = wait_for("oom terminated", WAIT, || async {
+        let p = pods.get("oom").await.ok()?;
+        container_status(&p, "c")?.state?.terminated
+    })
+    .await?;
+    assert_eq!(terminated.reason.as_deref(), Some("OOMKilled"), "{terminated:?}");
+    assert_eq!(terminated.exit_code, 137, "{terminated:?}");
+
+    wait_for("live restarted by its liveness probe", WAIT, || async {
+        let p = pods.get("live").await.ok()?;
+        (container_status(&p, "c")?.restart_count >= 1).then_some(())
+    })
+    .await?;
+    let evs = events_of(&client, "live").await;
+    assert!(evs.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Liveness probe failed:")), "{evs:?}");
+    assert!(
+        evs.contains(&("Killing".into(), "Container c failed liveness probe, will be restarted".into())),
+        "{evs:?}"
+    );
+
+    let p = pods.get("unready").await?;
+    assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
+    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+    assert_eq!(condition(&p, "ContainersReady").as_deref(), Some("False"));
+    let c = container_status(&p, "c").ok_or("no status")?;
+    assert!(!c.ready && c.started == Some(true), "{c:?}");
+    let evs = events_of(&client, "unready").await;
+    assert!(evs.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Readiness probe failed:")), "{evs:?}");
+
+    // Deleting the pods tears their volumes down (tmpfs unmounted, directories removed).
+    for name in ["vols", "late", "live", "unready", "oom"] {
+        pods.delete(name, &Default::default()).await?;
+    }
+    let pods_dir = cluster.node.dir.join("kubelet/pods");
+    wait_for("pod volume directories removed", WAIT, || {
+        let pods_dir = pods_dir.clone();
+        async move {
+            let left = std::fs::read_dir(&pods_dir).map(|d| d.count()).unwrap_or(0);
+            (left == 0).then_some(())
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[test]
+fn kubelet_pod_features_on_a_real_node() -> TestResult {
+    if !is_root() {
+        eprintln!("skipping: needs root (network namespaces, mounts, cgroups)");
+        return Ok(());
+    }
+    let archives = ensure_images()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut cluster = rt.block_on(TestCluster::start(&archives))?;
+    let result = rt.block_on(scenario(&mut cluster));
+    if result.is_err() {
+        let log = std::fs::read_to_string(cluster.node.dir.join("kubelet.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        eprintln!("kubelet log (last lines, newest first):\n{}", tail.join("\n"));
+    }
+    let containerd_pid = cluster.node.containerd_pid();
+    let sandbox_ids = cluster.node.sandbox_ids();
+    cluster.kill_kubelet();
+    cluster.node.teardown();
+    let left = cluster.node.leftovers(&sandbox_ids);
+    drop(cluster);
+    drop(rt);
+    if let Some(pid) = containerd_pid {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "containerd {pid} still running");
+    }
+    result?;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    Ok(())
+}
