@@ -13,8 +13,8 @@
 //! - a crashing container goes into CrashLoopBackOff with growing delays between restarts;
 //! - SIGKILLing the kubelet and starting a new one restarts no container (same ids and restart
 //!   counts) and the new one carries on;
-//! - a deleted pod gets SIGTERM (its trap writes to its log, which the test reads) and is gone
-//!   from the API within its grace period;
+//! - a deleted pod gets SIGTERM (its trap writes to a hostPath file and to its log, both read
+//!   by the test) and is gone from the API within its grace period;
 //! - after teardown nothing is left on the machine.
 
 mod support;
@@ -215,16 +215,19 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     assert_eq!(node.metadata.labels.unwrap_or_default().get("rkube.test/node").map(String::as_str), Some("true"));
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let ticker = "trap 'echo got-SIGTERM; exit 0' TERM; echo hello-from-sh; i=0; \
+    let ticker = "trap 'echo got-SIGTERM; echo got-SIGTERM > /out/term; exit 0' TERM; echo hello-from-sh; i=0; \
                   while true; do echo tick $i; i=$((i+1)); sleep 0.3; done";
+    let host_dir = cluster.node.dir.join("hostpath");
     let app: Pod = serde_json::from_value(json!({
         "metadata": {"name": "app"},
         "spec": {"nodeName": node_name, "terminationGracePeriodSeconds": 10,
                  "initContainers": [{"name": "init", "image": "busybox:1.36", "command": ["sh", "-c", "echo init-done"]}],
                  "containers": [
                      {"name": "web", "image": "nginx:1.25"},
-                     {"name": "sh", "image": "busybox:1.36", "command": ["sh", "-c", ticker]},
-                 ]},
+                     {"name": "sh", "image": "busybox:1.36", "command": ["sh", "-c", ticker],
+                      "volumeMounts": [{"name": "out", "mountPath": "/out"}]},
+                 ],
+                 "volumes": [{"name": "out", "hostPath": {"path": host_dir, "type": "DirectoryOrCreate"}}]},
     }))?;
     let created = Instant::now();
     pods.create(&PostParams::default(), &app).await?;
@@ -390,6 +393,9 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     assert!(deleted.elapsed() < Duration::from_secs(12), "took {:?} (grace 10 s)", deleted.elapsed());
     let text = std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     assert!(text.lines().any(|l| l.ends_with(" stdout F got-SIGTERM")), "no SIGTERM in {}", Path::new(&log).display());
+    // ... and its handler wrote to the hostPath volume
+    let term = std::fs::read_to_string(host_dir.join("term")).map_err(|e| format!("hostPath file: {e}"))?;
+    assert_eq!(term, "got-SIGTERM\n");
 
     pods.delete("crash", &DeleteParams::default()).await?;
     wait_for("crash gone", Duration::from_secs(15), || async {
