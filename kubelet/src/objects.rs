@@ -7,7 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume, VolumeProjection,
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccountTokenProjection, Volume,
+    VolumeProjection,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +28,58 @@ pub trait ObjectSource: Send + Sync {
         name: &str,
     ) -> Result<Option<PersistentVolumeClaim>, ObjectError>;
     async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, ObjectError>;
+    /// A service account token bound to the pod (TokenRequest).
+    async fn service_account_token(&self, key: &TokenKey) -> Result<String, ObjectError>;
 }
 
-/// The API server as an [`ObjectSource`].
+/// A pod-bound service account token, as a projected volume asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenKey {
+    pub namespace: String,
+    pub service_account: String,
+    /// Empty: the API server's audiences.
+    pub audience: String,
+    pub expiration_seconds: i64,
+    pub pod_name: String,
+    pub pod_uid: String,
+}
+
+/// upstream's default `expirationSeconds` of a projected token.
+pub const DEFAULT_TOKEN_EXPIRATION: i64 = 3600;
+
+/// The token request of a projected `serviceAccountToken` source of `pod`.
+pub fn token_key(pod: &Pod, src: &ServiceAccountTokenProjection) -> TokenKey {
+    TokenKey {
+        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        service_account: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        audience: src.audience.clone().unwrap_or_default(),
+        expiration_seconds: src.expiration_seconds.unwrap_or(DEFAULT_TOKEN_EXPIRATION),
+        pod_name: pod.metadata.name.clone().unwrap_or_default(),
+        pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+/// The API server as an [`ObjectSource`]. Tokens are cached and renewed after 80 % of their
+/// lifetime, as upstream's token manager does.
 pub struct ApiObjects {
-    pub client: kube::Client,
+    client: kube::Client,
+    tokens: std::sync::Mutex<HashMap<TokenKey, (String, std::time::Instant)>>,
+}
+
+impl ApiObjects {
+    pub fn new(client: kube::Client) -> Self {
+        ApiObjects { client, tokens: Default::default() }
+    }
+}
+
+fn token_fresh(key: &TokenKey, at: std::time::Instant) -> bool {
+    let ttl = std::time::Duration::from_secs(key.expiration_seconds.max(0) as u64);
+    at.elapsed() < ttl.mul_f64(0.8)
 }
 
 async fn get_opt<K>(client: &kube::Client, kind: &'static str, ns: &str, name: &str) -> Result<Option<K>, ObjectError>
@@ -65,6 +113,38 @@ impl ObjectSource for ApiObjects {
         name: &str,
     ) -> Result<Option<PersistentVolumeClaim>, ObjectError> {
         get_opt(&self.client, "persistentvolumeclaim", namespace, name).await
+    }
+    async fn service_account_token(&self, key: &TokenKey) -> Result<String, ObjectError> {
+        if let Some((token, at)) = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            if token_fresh(key, *at) {
+                return Ok(token.clone());
+            }
+        }
+        let api: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(self.client.clone(), &key.namespace);
+        let mut spec = serde_json::json!({
+            "expirationSeconds": key.expiration_seconds,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": key.pod_name, "uid": key.pod_uid},
+        });
+        if !key.audience.is_empty() {
+            spec["audiences"] = serde_json::json!([key.audience]);
+        }
+        let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+        let err = |message: String| ObjectError::Get {
+            kind: "serviceaccount token",
+            namespace: key.namespace.clone(),
+            name: key.service_account.clone(),
+            message,
+        };
+        let tr: serde_json::Value = api
+            .create_subresource("token", &key.service_account, &Default::default(), &body)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let token = tr["status"]["token"].as_str().ok_or_else(|| err("no token in the response".into()))?.to_string();
+        let mut cache = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|k, (_, at)| token_fresh(k, *at));
+        cache.insert(key.clone(), (token.clone(), std::time::Instant::now()));
+        Ok(token)
     }
     async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, ObjectError> {
         let api: kube::Api<PersistentVolume> = kube::Api::all(self.client.clone());
@@ -126,6 +206,9 @@ impl ObjectSource for MapObjects {
     async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, ObjectError> {
         Ok(self.volumes.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned())
     }
+    async fn service_account_token(&self, key: &TokenKey) -> Result<String, ObjectError> {
+        Ok(format!("token:{}:{}:{}", key.service_account, key.pod_name, key.audience))
+    }
 }
 
 /// A snapshot of the objects one pod refers to; a name maps to `None` when it does not exist.
@@ -135,6 +218,8 @@ pub struct PodObjects {
     pub secrets: HashMap<String, Option<Secret>>,
     /// Claims by name, with the volume they are bound to (when it exists).
     pub claims: HashMap<String, Option<(PersistentVolumeClaim, Option<PersistentVolume>)>>,
+    /// Projected service account tokens, or why there is none.
+    pub tokens: HashMap<TokenKey, Result<String, String>>,
 }
 
 impl PodObjects {
@@ -207,6 +292,15 @@ pub async fn fetch(src: &dyn ObjectSource, pod: &Pod) -> Result<PodObjects, Obje
             }
         };
         out.claims.insert(claim, entry);
+    }
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        for p in projections(v) {
+            if let Some(t) = &p.service_account_token {
+                let key = token_key(pod, t);
+                let token = src.service_account_token(&key).await.map_err(|e| e.to_string());
+                out.tokens.insert(key, token);
+            }
+        }
     }
     Ok(out)
 }

@@ -3,6 +3,7 @@
 //!
 //! - configMap and secret volumes and env (`configMapKeyRef`, `secretKeyRef`, `fieldRef`,
 //!   `envFrom`) are what the container sees;
+//! - a projected volume carries a service account token from the TokenRequest API (a JWT);
 //! - a volume naming a missing ConfigMap gives FailedMount events, and the pod starts once the
 //!   ConfigMap is created;
 //! - a 20 MiB memory limit kills a process allocating 100 MiB: terminated with OOMKilled;
@@ -15,7 +16,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, ServiceAccount};
 use kube::api::{Api, LogParams, PostParams};
 use serde_json::json;
 use support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
@@ -61,6 +62,22 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
             &serde_json::from_value(json!({"metadata": {"name": "app-secret"}, "data": {"password": "czNjcjN0"}}))?,
         )
         .await?;
+
+    // ---- a projected service account token ----
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "builder"}}))?).await?;
+    let token: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "token"},
+        "spec": {"nodeName": node, "serviceAccountName": "builder", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "busybox:1.36",
+                "command": ["sh", "-c", "head -c 3 /var/run/secrets/tokens/t; echo; cat /var/run/secrets/tokens/ns; echo; sleep 3600"],
+                "volumeMounts": [{"name": "tok", "mountPath": "/var/run/secrets/tokens"}]}],
+            "volumes": [{"name": "tok", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "t", "expirationSeconds": 3600}},
+                {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+            ]}}]},
+    }))?;
+    pods.create(&PostParams::default(), &token).await?;
 
     // ---- a missing ConfigMap holds the pod back (FailedMount); it starts once it exists ----
     let late: Pod = serde_json::from_value(json!({
@@ -137,6 +154,13 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     let tmpfs: u32 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
     assert!(tmpfs >= 1, "the secret volume is a tmpfs: {logs}");
 
+    let token_logs = wait_for("token logs", WAIT, || async {
+        let l = pods.logs("token", &LogParams::default()).await.ok()?;
+        (l.lines().count() >= 2).then_some(l)
+    })
+    .await?;
+    assert_eq!(token_logs, "eyJ\ndefault\n", "a JWT and the namespace");
+
     let failed_mount = wait_for("FailedMount for late", WAIT, || async {
         events_of(&client, "late").await.into_iter().find(|(r, _)| r == "FailedMount")
     })
@@ -186,7 +210,7 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     assert!(evs.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Readiness probe failed:")), "{evs:?}");
 
     // Deleting the pods tears their volumes down (tmpfs unmounted, directories removed).
-    for name in ["vols", "late", "live", "unready", "oom"] {
+    for name in ["vols", "late", "live", "unready", "oom", "token"] {
         pods.delete(name, &Default::default()).await?;
     }
     let pods_dir = cluster.node.dir.join("kubelet/pods");

@@ -118,7 +118,7 @@ impl PodDeps {
     ) -> PodDeps {
         PodDeps::new(PodDepsConfig {
             runtime,
-            objects: Arc::new(objects::ApiObjects { client: client.clone() }),
+            objects: Arc::new(objects::ApiObjects::new(client.clone())),
             event_sink: Arc::new(events::ApiEvents { client }),
             mounter: Arc::new(volumes::mount::SystemMounter),
             probe_runner: None,

@@ -13,8 +13,10 @@
 //! Deciding (payloads, container mounts) is pure; the file writes run in blocking threads and
 //! the tmpfs mounts go through [`mount::Mounter`].
 //!
-//! Not done: the projected `serviceAccountToken` source (rkube's apiserver does not serve
-//! `serviceaccounts/token` yet); other volume types (CSI, NFS, ...); subPathExpr.
+//! Projected `serviceAccountToken` sources come from the TokenRequest API (bound to the pod;
+//! fetched by [`crate::objects::fetch`], cached and renewed there).
+//!
+//! Not done: other volume types (CSI, NFS, ...); subPathExpr.
 
 pub mod atomic_writer;
 pub mod mount;
@@ -223,9 +225,14 @@ pub fn projected_payload(
         if let Some(d) = &src.downward_api {
             out.extend(downward_api_payload(pod, d.items.as_deref().unwrap_or_default(), default_mode, ctx)?);
         }
-        if src.service_account_token.is_some() {
-            return Err("cannot project a service account token: the API server does not serve serviceaccounts/token"
-                .to_string());
+        if let Some(t) = &src.service_account_token {
+            let token = match objects.tokens.get(&crate::objects::token_key(pod, t)) {
+                Some(Ok(token)) => token.clone(),
+                Some(Err(e)) => return Err(format!("failed to fetch token: {e}")),
+                None => return Err("failed to fetch token: not requested".into()),
+            };
+            let mode = mode(default_mode, DEFAULT_MODE);
+            out.insert(t.path.clone(), FileProjection { data: token.into_bytes(), mode });
         }
     }
     Ok(out)

@@ -127,9 +127,24 @@ fn projected_combines_sources_and_rejects_tokens() {
             ("password".to_string(), "s3cr3t".to_string(), 0o440),
         ]
     );
-    let tok = pod(json!([{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]));
+    let tok = pod(
+        json!([{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "vault"}}]}}]),
+    );
     let v = &tok.spec.as_ref().expect("spec").volumes.as_ref().expect("volumes")[0];
-    assert!(projected_payload(&tok, v, &o, &ctx(&o, &alloc)).is_err());
+    assert_eq!(
+        projected_payload(&tok, v, &o, &ctx(&o, &alloc)),
+        Err("failed to fetch token: not requested".to_string())
+    );
+    let src = v.projected.as_ref().and_then(|p| p.sources.as_ref()).and_then(|s| s[0].service_account_token.clone());
+    let key = crate::objects::token_key(&tok, &src.expect("token source"));
+    assert_eq!(
+        (key.service_account.as_str(), key.expiration_seconds, key.audience.as_str()),
+        ("default", 3600, "vault")
+    );
+    let mut with_token = objects();
+    with_token.tokens.insert(key, Ok("jwt".into()));
+    let got = projected_payload(&tok, v, &with_token, &ctx(&with_token, &alloc)).expect("payload");
+    assert_eq!(files(&got), [("token".to_string(), "jwt".to_string(), 0o644)]);
 }
 
 #[test]
