@@ -153,6 +153,8 @@ pub fn pod_credentials(pod: &Pod, objects: &PodObjects) -> Vec<Credential> {
 #[derive(Debug, Default)]
 pub struct PullBackoff {
     entries: HashMap<String, (Duration, Instant)>,
+    /// The last pull error per key, for the ImagePullBackOff message (upstream's prevPullErrMsg).
+    last_error: HashMap<String, String>,
 }
 
 impl PullBackoff {
@@ -177,10 +179,13 @@ impl PullBackoff {
 
     pub fn forget(&mut self, key: &str) {
         self.entries.remove(key);
+        self.last_error.remove(key);
     }
 
     pub fn forget_pod(&mut self, pod_uid: &str) {
-        self.entries.retain(|k, _| !k.starts_with(&format!("{pod_uid}_")));
+        let prefix = format!("{pod_uid}_");
+        self.entries.retain(|k, _| !k.starts_with(&prefix));
+        self.last_error.retain(|k, _| !k.starts_with(&prefix));
     }
 }
 
@@ -251,6 +256,11 @@ pub async fn ensure_image(
     if backoff.in_backoff(&key, now) {
         let message = format!("Back-off pulling image {image:?}");
         event(events::NORMAL, reason::BACK_OFF, message.clone());
+        // The status also says why the last pull failed.
+        let message = match backoff.last_error.get(&key) {
+            Some(e) => format!("{message}: {e}"),
+            None => message,
+        };
         return Err(ImageError { reason: IMAGE_PULL_BACK_OFF, message });
     }
     event(events::NORMAL, reason::PULLING, format!("Pulling image {image:?}"));
@@ -294,6 +304,7 @@ pub async fn ensure_image(
         Err(e) => {
             event(events::WARNING, reason::FAILED, format!("Failed to pull image {image:?}: {e}"));
             backoff.next(&key, now);
+            backoff.last_error.insert(key, format!("{ERR_IMAGE_PULL}: {e}"));
             Err(pull_err(e))
         }
     }
@@ -436,7 +447,12 @@ mod tests {
             ensure_image(&rt, &mut b, &rec, &p, &c, &sb, &[], t0 + Duration::from_secs(5)).await.expect_err("backoff");
         assert_eq!(
             err,
-            ImageError { reason: IMAGE_PULL_BACK_OFF, message: "Back-off pulling image \"busybox:1.36\"".into() }
+            ImageError {
+                reason: IMAGE_PULL_BACK_OFF,
+                message:
+                    "Back-off pulling image \"busybox:1.36\": ErrImagePull: rpc error: code = NotFound desc = nope"
+                        .into()
+            }
         );
         let img =
             ensure_image(&rt, &mut b, &rec, &p, &c, &sb, &[], t0 + Duration::from_secs(11)).await.expect("pulled");

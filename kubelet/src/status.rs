@@ -168,6 +168,9 @@ pub fn pod_status(pod: &Pod, obs: &Observation<'_>, now: &str, previous: Option<
     if !init.is_empty() {
         status["initContainerStatuses"] = json!(init.iter().map(container_status).collect::<Vec<_>>());
     }
+    // A host-network pod's IP is the node's (its sandbox has none of its own).
+    let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+    let pod_ip = pod_ip.filter(|ip| !ip.is_empty()).or((host_network && sandbox_ready).then_some(host_ip));
     if let Some(ip) = pod_ip.filter(|ip| !ip.is_empty()) {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{"ip": ip}]);
@@ -292,6 +295,26 @@ mod tests {
         assert_eq!(not_ready["conditions"][2]["lastTransitionTime"], "t1");
         assert_eq!(not_ready["conditions"][0]["lastTransitionTime"], "t0", "unchanged conditions keep their time");
         assert_eq!(not_ready["startTime"], "t0");
+    }
+
+    #[test]
+    fn host_network_pod_ip_is_the_node_ip() {
+        let mut p = pod("Always", 0, 1);
+        p.spec.as_mut().expect("spec").host_network = Some(true);
+        let ok = [observed("c0", running(), true)];
+        let obs =
+            Observation { host_ip: "198.19.0.2", pod_ip: Some(""), sandbox_ready: true, init: &[], containers: &ok };
+        let s = pod_status(&p, &obs, "t0", None);
+        assert_eq!(s["podIP"], "198.19.0.2");
+        assert_eq!(s["podIPs"][0]["ip"], "198.19.0.2");
+    }
+
+    #[test]
+    fn qos_class_is_computed_when_the_api_did_not_set_it() {
+        let mut p = pod("Always", 0, 1);
+        p.status = None;
+        let obs = Observation { host_ip: "h", pod_ip: None, sandbox_ready: false, init: &[], containers: &[] };
+        assert_eq!(pod_status(&p, &obs, "t0", None)["qosClass"], "BestEffort");
     }
 
     #[test]

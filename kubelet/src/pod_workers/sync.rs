@@ -591,7 +591,18 @@ pub async fn sync_pod(
                 out.started.push(name);
             }
             Err((reason, message)) => {
-                deps.recorder.container_event(pod, &name, events::WARNING, reason::FAILED, format!("Error: {reason}"));
+                // upstream: "Error: <reason>" for image errors, "Error: <message>" for config,
+                // create and start errors; a failed postStart hook has its own event.
+                let text = match reason {
+                    images::ERR_IMAGE_PULL | images::IMAGE_PULL_BACK_OFF | images::ERR_IMAGE_NEVER_PULL => {
+                        Some(format!("Error: {reason}"))
+                    }
+                    "PostStartHookError" => None,
+                    _ => Some(format!("Error: {message}")),
+                };
+                if let Some(text) = text {
+                    deps.recorder.container_event(pod, &name, events::WARNING, reason::FAILED, text);
+                }
                 out.failed.push((name, reason.to_string(), message));
             }
         }
@@ -1019,7 +1030,10 @@ mod tests {
                 "failed to create containerd task: exec: \"nope\": not found".to_string()
             )]
         );
-        assert!(e.events().await.contains(&("Failed".into(), "Error: CreateContainerError".into())));
+        assert!(e
+            .events()
+            .await
+            .contains(&("Failed".into(), "Error: failed to create containerd task: exec: \"nope\": not found".into())));
 
         let e = env();
         e.rt.add_image("busybox:1.36");
