@@ -279,6 +279,7 @@ pub async fn create(env: &Env, opts: CreateOptions, cancel: &CancellationToken) 
             etcd_client_port: free_port()?,
             etcd_peer_port: free_port()?,
             scheduler_port: free_port()?,
+            controller_manager_port: free_port()?,
             components: opts.components.clone(),
             mirrors: spec.mirrors.clone(),
             bin_dir: env.bin_dir.clone(),
@@ -733,6 +734,20 @@ fn node_down(st: &ClusterState, paths: &Paths, node: &NodeState, network: bool) 
     }
 }
 
+/// SIGKILLs every process whose command line mentions `dir/` until none is left.
+fn sweep_processes(dir: &Path) {
+    let needle = format!("{}/", dir.display());
+    for _ in 0..50 {
+        let pids = sys::pids_with_args(&[&needle]);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            sys::stop_pid(pid, Duration::ZERO);
+        }
+    }
+}
+
 /// All nodes at once: each waits for its own kubelet and containerd to exit.
 fn nodes_down(st: &ClusterState, paths: &Paths) {
     std::thread::scope(|scope| {
@@ -755,10 +770,13 @@ fn host_rules_down(st: &ClusterState) {
     let Ok(rules) = sys::run(&["iptables", "-w", "-t", "nat", "-S"]) else {
         return;
     };
-    for line in rules.lines().filter(|l| l.starts_with("-A ") && l.contains(&format!("--comment {comment}"))) {
+    // iptables -S quotes comments with a colon: --comment "rkube:<name>"
+    let ours =
+        |l: &&str| l.contains(&format!("--comment {comment} ")) || l.contains(&format!("--comment \"{comment}\""));
+    for line in rules.lines().filter(|l| l.starts_with("-A ")).filter(ours) {
         let mut argv: Vec<String> = ["iptables", "-w", "-t", "nat"].iter().map(|s| s.to_string()).collect();
         argv.push("-D".to_owned());
-        argv.extend(line.split_whitespace().skip(1).map(str::to_owned));
+        argv.extend(line.split_whitespace().skip(1).map(|w| w.trim_matches('"').to_owned()));
         let _ = sys::Runner::run(&Real, &argv);
     }
 }
@@ -774,6 +792,13 @@ fn delete_state(env: &Env, st: &ClusterState) {
     let paths = env.paths(&st.name);
     nodes_down(st, &paths);
     control_plane_down(&paths);
+    // A process rkube started but whose pid file it never wrote (rkube killed right after the
+    // spawn) still names the cluster directory in its arguments: find those too. Then the
+    // node cgroups once more, in case such a containerd made its subtree late.
+    sweep_processes(&paths.dir);
+    for node in &st.nodes {
+        sys::remove_cgroup(&st.cgroup(&node.spec.name));
+    }
     host_rules_down(st);
     let _ = sys::apply(&Real, &render::bridge_down(st));
     sys::unmount_all(&paths.dir);
@@ -822,6 +847,9 @@ pub async fn start(env: &Env, name: &str, wait: Duration, cancel: &CancellationT
     let mut progress = Progress::new();
     // the binaries may have moved since create (a new build dir)
     st.bin_dir = env.bin_dir.clone();
+    if st.controller_manager_port == 0 {
+        st.controller_manager_port = free_port()?;
+    }
     if let Err(e) = bring_up(env, &mut st, None, wait, &mut progress, cancel).await {
         progress.fail();
         return Err(e);

@@ -177,7 +177,14 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), ImageError> {
 
 /// Every repository:tag in the registry, sorted.
 pub fn list(addr: &str) -> Result<Vec<String>, ImageError> {
-    let (_, body) = http_get(addr, "/v2/_catalog?n=10000")?;
+    // distribution caps a catalog page at 1000 repositories
+    let (code, body) = http_get(addr, "/v2/_catalog?n=1000")?;
+    if code != 200 {
+        return Err(ImageError::Registry {
+            addr: addr.to_owned(),
+            detail: format!("catalog: HTTP {code}: {}", body.trim()),
+        });
+    }
     let v: serde_json::Value = serde_json::from_str(&body)
         .map_err(|e| ImageError::Registry { addr: addr.to_owned(), detail: e.to_string() })?;
     let mut out = Vec::new();

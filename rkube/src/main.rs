@@ -1,7 +1,7 @@
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let opts = rkube::Options::parse();
     // the tool talks to people through its progress lines; components' info logs are noise here
     if std::env::var_os("RUST_LOG").is_none() {
@@ -9,5 +9,9 @@ async fn main() -> anyhow::Result<()> {
     }
     component_base::logging::init(&opts.log_format);
     let cancel = component_base::shutdown::signal_token();
-    rkube::run(opts, cancel).await
+    if let Err(e) = rkube::run(opts, cancel).await {
+        // a message for people, not a backtrace
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
 }

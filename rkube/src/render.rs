@@ -401,8 +401,10 @@ pub fn control_plane(state: &ClusterState, paths: &Paths) -> Vec<ProcSpec> {
                 bin("rkube-scheduler"),
                 "--kubeconfig".to_owned(),
                 s(&paths.kubeconfig_for("scheduler")),
-                "--secure-port".to_owned(),
+                "--port".to_owned(),
                 state.scheduler_port.to_string(),
+                // one scheduler per cluster: after a restart it must not wait out the old lease
+                "--leader-elect=false".to_owned(),
             ],
         ));
     }
@@ -413,6 +415,8 @@ pub fn control_plane(state: &ClusterState, paths: &Paths) -> Vec<ProcSpec> {
                 bin("rkube-controller-manager"),
                 "--kubeconfig".to_owned(),
                 s(&paths.kubeconfig_for("controller-manager")),
+                "--bind-address".to_owned(),
+                format!("127.0.0.1:{}", state.controller_manager_port),
             ],
         ));
     }
@@ -609,6 +613,10 @@ mod tests {
         let api = &control_plane(&st, &paths)[2];
         assert!(api.argv.join(" ").contains("--bind-address 198.19.16.1 --advertise-address 198.19.16.1"));
         assert!(api.argv.join(" ").contains("--service-cluster-ip-range 198.19.17.0/24"));
+        let sched = control_plane(&st, &paths)[3].argv.join(" ");
+        assert!(sched.ends_with("--port 40003 --leader-elect=false"), "{sched}");
+        let cm = control_plane(&st, &paths)[4].argv.join(" ");
+        assert!(cm.ends_with("--bind-address 127.0.0.1:40004"), "{cm}");
         let node = node_processes(&st, &paths, &st.nodes[0]);
         assert_eq!(node.iter().map(|p| p.component).collect::<Vec<_>>(), [Component::Containerd, Component::Kubelet]);
         let kubelet = node[1].argv.join(" ");

@@ -73,7 +73,11 @@ pub struct ClusterState {
     pub plan: AddressPlan,
     pub etcd_client_port: u16,
     pub etcd_peer_port: u16,
+    /// The scheduler's and controller-manager's loopback health ports (free at create, so
+    /// clusters side by side do not collide on the defaults).
     pub scheduler_port: u16,
+    #[serde(default)]
+    pub controller_manager_port: u16,
     pub components: Components,
     pub mirrors: Vec<String>,
     /// Where the rkube-* binaries were found at create time.
@@ -245,6 +249,7 @@ pub(crate) mod tests {
             etcd_client_port: 40001,
             etcd_peer_port: 40002,
             scheduler_port: 40003,
+            controller_manager_port: 40004,
             components: Components::default(),
             mirrors: crate::config::default_mirrors(),
             bin_dir: PathBuf::from("/opt/rkube/bin"),

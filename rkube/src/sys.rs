@@ -106,10 +106,20 @@ pub fn is_program(pid: i32, program: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let argv0 = String::from_utf8_lossy(argv0);
+    cmdline_runs(&cmdline, program)
+}
+
+/// Whether a `/proc/<pid>/cmdline` is `program`, or the `setsid`/`nsenter` launcher that is
+/// about to exec it (a process stopped right after spawning has not exec'd yet).
+fn cmdline_runs(cmdline: &[u8], program: &str) -> bool {
+    let args: Vec<String> =
+        cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let base = |a: &String| Path::new(a).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     // a zombie has an empty cmdline: it is gone for our purposes
-    Path::new(argv0.as_ref()).file_name().is_some_and(|f| f == program)
+    let Some(argv0) = args.first().map(base) else {
+        return false;
+    };
+    argv0 == program || (matches!(argv0.as_str(), "setsid" | "nsenter") && args.iter().any(|a| base(a) == program))
 }
 
 /// The pid of a component's running process, if its pid file names one.
@@ -389,6 +399,16 @@ mod tests {
         std::fs::write(&f, format!("{me}\n")).unwrap();
         assert_eq!(read_pid(&f), Some(me));
         assert_eq!(running_pid(&f, Component::Etcd), None);
+    }
+
+    #[test]
+    fn launchers_count_as_their_program() {
+        assert!(cmdline_runs(b"/usr/bin/containerd\0--config\0x\0", "containerd"));
+        assert!(cmdline_runs(b"setsid\0nsenter\0--net=/run/netns/a\0--\0containerd\0--config\0x\0", "containerd"));
+        assert!(cmdline_runs(b"nsenter\0--\0/t/rkube-kubelet\0", "rkube-kubelet"));
+        assert!(!cmdline_runs(b"setsid\0etcd\0", "containerd"));
+        assert!(!cmdline_runs(b"bash\0containerd\0", "containerd"));
+        assert!(!cmdline_runs(b"", "containerd"));
     }
 
     #[test]
