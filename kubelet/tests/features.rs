@@ -1,6 +1,8 @@
 //! Pod features of the real `rkube-kubelet` on a real node (`support::TestCluster`: containerd in
 //! a network + mount namespace, etcd, the apiserver), checked through the API:
 //!
+//! - ClusterFirst DNS in the container's resolv.conf, the pod in the managed /etc/hosts, a
+//!   `medium: Memory` emptyDir on tmpfs;
 //! - configMap and secret volumes and env (`configMapKeyRef`, `secretKeyRef`, `fieldRef`,
 //!   `envFrom`) are what the container sees;
 //! - a projected volume carries a service account token from the TokenRequest API (a JWT);
@@ -92,7 +94,8 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     // ---- volumes and env from a ConfigMap and a Secret ----
     let script = "echo mode=$MODE pw=$PW pod=$POD_NAME ip=$POD_IP from=$CFG_mode; \
                   echo conf=$(cat /etc/cfg/app.conf) secret=$(cat /etc/sec/password); \
-                  grep -c tmpfs /proc/mounts; sleep 3600";
+                  grep -c tmpfs /proc/mounts; grep ^nameserver /etc/resolv.conf; grep ^search /etc/resolv.conf; \
+                  grep -w vols /etc/hosts; awk '$2==\"/cache\"{print $3}' /proc/mounts; sleep 3600";
     let vol: Pod = serde_json::from_value(json!({
         "metadata": {"name": "vols"},
         "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox:1.36",
@@ -104,9 +107,11 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
                 {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             ],
             "envFrom": [{"configMapRef": {"name": "app-config"}, "prefix": "CFG_"}],
-            "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "sec", "mountPath": "/etc/sec"}]}],
+            "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "sec", "mountPath": "/etc/sec"},
+                             {"name": "cache", "mountPath": "/cache"}]}],
             "volumes": [{"name": "cfg", "configMap": {"name": "app-config"}},
-                        {"name": "sec", "secret": {"secretName": "app-secret"}}]},
+                        {"name": "sec", "secret": {"secretName": "app-secret"}},
+                        {"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}]},
     }))?;
     pods.create(&PostParams::default(), &vol).await?;
 
@@ -144,7 +149,7 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     .await?;
     let logs = wait_for("vols logs", WAIT, || async {
         let l = pods.logs("vols", &LogParams::default()).await.ok()?;
-        (l.lines().count() >= 3).then_some(l)
+        (l.lines().count() >= 7).then_some(l)
     })
     .await?;
     let ip = pods.get("vols").await?.status.and_then(|s| s.pod_ip).unwrap_or_default();
@@ -152,7 +157,12 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     assert_eq!(lines.next(), Some(format!("mode=fast pw=s3cr3t pod=vols ip={ip} from=fast").as_str()), "{logs}");
     assert_eq!(lines.next(), Some("conf=x=1 secret=s3cr3t"), "{logs}");
     let tmpfs: u32 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
-    assert!(tmpfs >= 1, "the secret volume is a tmpfs: {logs}");
+    assert!(tmpfs >= 2, "the secret and the memory emptyDir are tmpfs: {logs}");
+    assert_eq!(lines.next(), Some("nameserver 198.19.128.10"), "ClusterFirst DNS: {logs}");
+    let search = lines.next().unwrap_or_default();
+    assert!(search.starts_with("search default.svc.cluster.local svc.cluster.local cluster.local"), "{logs}");
+    assert_eq!(lines.next(), Some(format!("{ip}\tvols").as_str()), "the managed /etc/hosts: {logs}");
+    assert_eq!(lines.next(), Some("tmpfs"), "emptyDir medium Memory: {logs}");
 
     let token_logs = wait_for("token logs", WAIT, || async {
         let l = pods.logs("token", &LogParams::default()).await.ok()?;
