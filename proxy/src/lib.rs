@@ -1,6 +1,9 @@
 //! rkube-proxy: Services and EndpointSlices as iptables rules. For now only its flags exist;
 //! the proxy issue fills it in.
 
+pub mod iptables;
+pub mod tracker;
+
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]

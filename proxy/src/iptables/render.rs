@@ -1,0 +1,1198 @@
+//! Pure rendering of the `filter` and `nat` tables kube-proxy's iptables mode programs, as
+//! `iptables-restore --noflush` input (upstream: `syncProxyRules` in
+//! pkg/proxy/iptables/proxier.go). Chain names, rule order, comments and match order follow
+//! upstream so `iptables-save` output reads like kube-proxy's.
+//!
+//! A full render writes every chain; a partial render (upstream since 1.28) still rewrites
+//! the shared chains (KUBE-SERVICES, KUBE-NODEPORTS, the filter table) but leaves out the
+//! KUBE-SVC/SVL/EXT/SEP chains of services that did not change, which `--noflush` then leaves
+//! untouched in the kernel. Chains that are no longer used are flushed and deleted (`-X`).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use crate::tracker::{Endpoint, ServiceKey, ServicePort, ServicePortName, Tracker};
+
+pub const KUBE_SERVICES: &str = "KUBE-SERVICES";
+pub const KUBE_EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
+pub const KUBE_NODEPORTS: &str = "KUBE-NODEPORTS";
+pub const KUBE_POSTROUTING: &str = "KUBE-POSTROUTING";
+pub const KUBE_MARK_MASQ: &str = "KUBE-MARK-MASQ";
+pub const KUBE_FORWARD: &str = "KUBE-FORWARD";
+pub const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
+
+/// upstream: `--iptables-masquerade-bit` 14.
+pub const MASQUERADE_MARK: &str = "0x4000";
+
+/// Prefixes of the per-service chains; only chains with these prefixes are ever deleted.
+const SERVICE_CHAIN_PREFIXES: [&str; 5] = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];
+
+pub fn is_service_chain(name: &str) -> bool {
+    SERVICE_CHAIN_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// A rule in a built-in chain that jumps to one of ours. These live outside the restore
+/// input (which would otherwise have to own the built-in chains) and are ensured with `-C`/`-I`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JumpRule {
+    pub table: &'static str,
+    pub src_chain: &'static str,
+    pub dst_chain: &'static str,
+    pub comment: &'static str,
+    pub extra: &'static [&'static str],
+}
+
+const NEW: &[&str] = &["-m", "conntrack", "--ctstate", "NEW"];
+
+/// upstream: `iptablesJumpChains` plus the KUBE-POSTROUTING jump (load-balancer firewall
+/// jumps included so the chain exists, though rkube programs no load balancers).
+pub const JUMP_RULES: &[JumpRule] = &[
+    JumpRule {
+        table: "filter",
+        src_chain: "INPUT",
+        dst_chain: KUBE_EXTERNAL_SERVICES,
+        comment: "kubernetes externally-visible service portals",
+        extra: NEW,
+    },
+    JumpRule {
+        table: "filter",
+        src_chain: "FORWARD",
+        dst_chain: KUBE_EXTERNAL_SERVICES,
+        comment: "kubernetes externally-visible service portals",
+        extra: NEW,
+    },
+    JumpRule {
+        table: "filter",
+        src_chain: "INPUT",
+        dst_chain: KUBE_NODEPORTS,
+        comment: "kubernetes health check service ports",
+        extra: &[],
+    },
+    JumpRule {
+        table: "filter",
+        src_chain: "FORWARD",
+        dst_chain: KUBE_SERVICES,
+        comment: "kubernetes service portals",
+        extra: NEW,
+    },
+    JumpRule {
+        table: "filter",
+        src_chain: "OUTPUT",
+        dst_chain: KUBE_SERVICES,
+        comment: "kubernetes service portals",
+        extra: NEW,
+    },
+    JumpRule {
+        table: "filter",
+        src_chain: "FORWARD",
+        dst_chain: KUBE_FORWARD,
+        comment: "kubernetes forwarding rules",
+        extra: &[],
+    },
+    JumpRule {
+        table: "filter",
+        src_chain: "INPUT",
+        dst_chain: KUBE_PROXY_FIREWALL,
+        comment: "kubernetes load balancer firewall",
+        extra: NEW,
+    },
+    JumpRule {
+        table: "filter",
+        src_chain: "OUTPUT",
+        dst_chain: KUBE_PROXY_FIREWALL,
+        comment: "kubernetes load balancer firewall",
+        extra: NEW,
+    },
+    JumpRule {
+        table: "filter",
+        src_chain: "FORWARD",
+        dst_chain: KUBE_PROXY_FIREWALL,
+        comment: "kubernetes load balancer firewall",
+        extra: NEW,
+    },
+    JumpRule {
+        table: "nat",
+        src_chain: "OUTPUT",
+        dst_chain: KUBE_SERVICES,
+        comment: "kubernetes service portals",
+        extra: &[],
+    },
+    JumpRule {
+        table: "nat",
+        src_chain: "PREROUTING",
+        dst_chain: KUBE_SERVICES,
+        comment: "kubernetes service portals",
+        extra: &[],
+    },
+    JumpRule {
+        table: "nat",
+        src_chain: "POSTROUTING",
+        dst_chain: KUBE_POSTROUTING,
+        comment: "kubernetes postrouting rules",
+        extra: &[],
+    },
+];
+
+impl JumpRule {
+    /// The rule's arguments after `-A/-C/-I CHAIN`, as separate argv entries.
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = self.extra.iter().map(|s| s.to_string()).collect();
+        a.extend(["-m", "comment", "--comment", self.comment, "-j", self.dst_chain].map(String::from));
+        a
+    }
+}
+
+/// Node-level facts the rules depend on.
+#[derive(Debug, Clone, Default)]
+pub struct RenderConfig {
+    /// This node's name: endpoints with this `nodeName` are local.
+    pub node_name: String,
+    /// `--cluster-cidr`: traffic from it is pod traffic (upstream's LocalDetector). `None`
+    /// disables the rules that need to tell pod traffic apart.
+    pub cluster_cidr: Option<String>,
+    /// `--masquerade-all`.
+    pub masquerade_all: bool,
+    /// Node IPs node ports answer on; `None` means every local address but loopback.
+    pub nodeport_ips: Option<Vec<String>>,
+}
+
+/// One render: the restore input plus what the next sync needs to know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendered {
+    pub text: String,
+    /// Every per-service nat chain the current state uses (skipped ones included).
+    pub active_nat_chains: BTreeSet<String>,
+    /// Rules in each table the kernel holds after this restore (upstream's
+    /// `sync_proxy_rules_iptables_total` metric).
+    pub nat_rules: usize,
+    pub filter_rules: usize,
+}
+
+/// `base32(sha256(input))[..16]`, upstream's `portProtoHash` / `servicePortEndpointChainName`.
+pub fn chain_hash(input: &str) -> String {
+    let digest = Sha256::digest(input.as_bytes());
+    // 16 base32 characters are 80 bits, the first 10 bytes; no padding is involved.
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity(16);
+    for chunk in digest[..10].chunks(5) {
+        let mut bits: u64 = 0;
+        for b in chunk {
+            bits = (bits << 8) | u64::from(*b);
+        }
+        for i in (0..8).rev() {
+            out.push(char::from(ALPHABET[((bits >> (i * 5)) & 31) as usize]));
+        }
+    }
+    out
+}
+
+fn port_chain(prefix: &str, spn: &ServicePortName, protocol: &str) -> String {
+    format!("{prefix}{}", chain_hash(&format!("{spn}{protocol}")))
+}
+
+pub fn svc_chain(spn: &ServicePortName, protocol: &str) -> String {
+    port_chain("KUBE-SVC-", spn, protocol)
+}
+
+pub fn svl_chain(spn: &ServicePortName, protocol: &str) -> String {
+    port_chain("KUBE-SVL-", spn, protocol)
+}
+
+pub fn ext_chain(spn: &ServicePortName, protocol: &str) -> String {
+    port_chain("KUBE-EXT-", spn, protocol)
+}
+
+pub fn sep_chain(spn: &ServicePortName, protocol: &str, endpoint: &str) -> String {
+    format!("KUBE-SEP-{}", chain_hash(&format!("{spn}{protocol}{endpoint}")))
+}
+
+/// upstream: `computeProbability`, `%0.10f` of 1/n (iptables-save prints it back with 11
+/// digits, e.g. 0.33333333349, because the kernel stores it as a fraction of 2^32).
+pub fn probability(n: usize) -> String {
+    format!("{:.10}", 1.0 / n as f64)
+}
+
+/// Endpoints split by traffic policy, as upstream's `CategorizeEndpoints` (without topology
+/// hints, which rkube does not implement).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Categorized {
+    pub cluster: Vec<Endpoint>,
+    pub local: Vec<Endpoint>,
+    /// Union of the two, sorted: each gets a KUBE-SEP chain.
+    pub reachable: Vec<Endpoint>,
+    pub has_any: bool,
+}
+
+pub fn categorize(endpoints: &[Endpoint], sp: &ServicePort, node: &str) -> Categorized {
+    let mut c = Categorized::default();
+    if sp.uses_cluster_endpoints() {
+        c.cluster = endpoints.iter().filter(|e| e.ready).cloned().collect();
+        // upstream: terminating-but-serving endpoints only when nothing is ready anywhere.
+        if c.cluster.is_empty() {
+            c.cluster = endpoints.iter().filter(|e| e.serving && e.terminating).cloned().collect();
+        }
+        c.has_any = !c.cluster.is_empty();
+    }
+    if !sp.uses_local_endpoints() {
+        c.reachable = c.cluster.clone();
+        return c;
+    }
+    let mut local_ready = false;
+    let mut local_terminating = false;
+    for e in endpoints {
+        if e.ready {
+            c.has_any = true;
+            local_ready |= e.is_local(node);
+        } else if e.serving && e.terminating {
+            c.has_any = true;
+            local_terminating |= e.is_local(node);
+        }
+    }
+    if local_ready {
+        c.local = endpoints.iter().filter(|e| e.is_local(node) && e.ready).cloned().collect();
+    } else if local_terminating {
+        c.local = endpoints.iter().filter(|e| e.is_local(node) && e.serving && e.terminating).cloned().collect();
+    }
+    if !sp.uses_cluster_endpoints() {
+        c.reachable = c.local.clone();
+        return c;
+    }
+    let mut all: Vec<Endpoint> = c.cluster.iter().chain(c.local.iter()).cloned().collect();
+    all.sort_by_key(Endpoint::addr);
+    all.dedup_by_key(|e| e.addr());
+    c.reachable = all;
+    c
+}
+
+/// Lines of one table section, with rule counting.
+#[derive(Default)]
+struct Buf {
+    chains: String,
+    rules: String,
+    rule_count: usize,
+}
+
+impl Buf {
+    fn chain(&mut self, name: &str) {
+        let _ = writeln!(self.chains, ":{name} - [0:0]");
+    }
+
+    fn rule(&mut self, parts: &[&str]) {
+        self.rule_count += 1;
+        self.rules.push_str(&parts.join(" "));
+        self.rules.push('\n');
+    }
+}
+
+fn quoted(s: &str) -> String {
+    format!("\"{s}\"")
+}
+
+/// Renders both tables. `changed` is `None` for a full sync, or the services whose chains a
+/// partial sync rewrites. `existing_nat_chains` are the nat chains the kernel has (from
+/// `iptables-save` on a full sync, or the previous render's `active_nat_chains`): those of
+/// ours no longer in use are deleted.
+pub fn render(
+    cfg: &RenderConfig,
+    tracker: &Tracker,
+    changed: Option<&BTreeSet<ServiceKey>>,
+    existing_nat_chains: &BTreeSet<String>,
+) -> Rendered {
+    let mut filter = Buf::default();
+    let mut nat = Buf::default();
+    // Rules of unchanged services in a partial sync go here: counted, never written.
+    let mut skipped = Buf::default();
+    let mut active = BTreeSet::new();
+
+    for c in [KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL] {
+        filter.chain(c);
+    }
+    for c in [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ] {
+        nat.chain(c);
+    }
+    let mark = format!("{MASQUERADE_MARK}/{MASQUERADE_MARK}");
+    nat.rule(&["-A", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", &mark, "-j", "RETURN"]);
+    // Clearing the mark keeps a packet that re-traverses the stack from being masqueraded twice.
+    nat.rule(&["-A", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", MASQUERADE_MARK]);
+    nat.rule(&[
+        "-A",
+        KUBE_POSTROUTING,
+        "-m",
+        "comment",
+        "--comment",
+        "\"kubernetes service traffic requiring SNAT\"",
+        "-j",
+        "MASQUERADE",
+        "--random-fully",
+    ]);
+    nat.rule(&["-A", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", MASQUERADE_MARK]);
+
+    let mut ports: Vec<&ServicePort> = tracker.service_ports().collect();
+    ports.sort_by(|a, b| a.name.cmp(&b.name));
+    for sp in ports {
+        let endpoints = tracker.endpoints(&sp.name);
+        let write_chains = changed.is_none_or(|c| c.contains(&sp.name.service));
+        render_service(cfg, sp, &endpoints, &mut filter, &mut nat, &mut skipped, write_chains, &mut active);
+    }
+
+    for stale in existing_nat_chains.iter().filter(|c| is_service_chain(c) && !active.contains(*c)) {
+        // Declaring the chain flushes it, so the delete cannot fail on a non-empty chain.
+        nat.chain(stale);
+        nat.rules.push_str(&format!("-X {stale}\n"));
+    }
+
+    let comment = quoted("kubernetes service nodeports; NOTE: this must be the last rule in this chain");
+    match &cfg.nodeport_ips {
+        None => nat.rule(&[
+            "-A",
+            KUBE_SERVICES,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            // upstream with --iptables-localhost-nodeports=false: rkube does not set
+            // route_localnet, so node ports on 127.0.0.1 could not work anyway.
+            "!",
+            "-d",
+            "127.0.0.0/8",
+            "-j",
+            KUBE_NODEPORTS,
+        ]),
+        Some(ips) => {
+            for ip in ips {
+                nat.rule(&[
+                    "-A",
+                    KUBE_SERVICES,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    &comment,
+                    "-d",
+                    ip,
+                    "-j",
+                    KUBE_NODEPORTS,
+                ]);
+            }
+        }
+    }
+
+    // upstream drops INVALID packets unless nf_conntrack_tcp_be_liberal is set (kubernetes#74839).
+    filter.rule(&["-A", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+    filter.rule(&[
+        "-A",
+        KUBE_FORWARD,
+        "-m",
+        "comment",
+        "--comment",
+        "\"kubernetes forwarding rules\"",
+        "-m",
+        "mark",
+        "--mark",
+        &mark,
+        "-j",
+        "ACCEPT",
+    ]);
+    filter.rule(&[
+        "-A",
+        KUBE_FORWARD,
+        "-m",
+        "comment",
+        "--comment",
+        "\"kubernetes forwarding conntrack rule\"",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+        "-j",
+        "ACCEPT",
+    ]);
+
+    let mut text =
+        String::with_capacity(filter.chains.len() + filter.rules.len() + nat.chains.len() + nat.rules.len() + 32);
+    text.push_str("*filter\n");
+    text.push_str(&filter.chains);
+    text.push_str(&filter.rules);
+    text.push_str("COMMIT\n*nat\n");
+    text.push_str(&nat.chains);
+    text.push_str(&nat.rules);
+    text.push_str("COMMIT\n");
+    Rendered {
+        text,
+        active_nat_chains: active,
+        nat_rules: nat.rule_count + skipped.rule_count,
+        filter_rules: filter.rule_count,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_service(
+    cfg: &RenderConfig,
+    sp: &ServicePort,
+    endpoints: &[Endpoint],
+    filter: &mut Buf,
+    nat: &mut Buf,
+    skipped: &mut Buf,
+    write_chains: bool,
+    active: &mut BTreeSet<String>,
+) {
+    let proto = sp.protocol.lower();
+    let name = sp.name.to_string();
+    let cat = categorize(endpoints, sp, &cfg.node_name);
+    let cluster_chain = svc_chain(&sp.name, proto);
+    let local_chain = svl_chain(&sp.name, proto);
+    let ext = ext_chain(&sp.name, proto);
+    let uses_cluster_chain = !cat.cluster.is_empty() && sp.uses_cluster_endpoints();
+    let uses_local_chain = !cat.local.is_empty() && sp.uses_local_endpoints();
+
+    let (internal_chain, has_internal) = if sp.internal_policy_local {
+        (&local_chain, cat.has_any && !cat.local.is_empty())
+    } else {
+        (&cluster_chain, cat.has_any)
+    };
+    let (external_policy_chain, has_external) = if sp.external_policy_local {
+        (&local_chain, cat.has_any && !cat.local.is_empty())
+    } else {
+        (&cluster_chain, cat.has_any)
+    };
+    // The EXT chain also carries the short-circuit rules for pod and node traffic, so it is
+    // needed even when no endpoint takes external traffic.
+    let uses_ext_chain = cat.has_any && sp.externally_accessible();
+
+    let (internal_filter, external_filter) = if !cat.has_any {
+        let c = quoted(&format!("{name} has no endpoints"));
+        (Some(("REJECT", c.clone())), Some(("REJECT", c)))
+    } else {
+        let c = quoted(&format!("{name} has no local endpoints"));
+        ((!has_internal).then(|| ("DROP", c.clone())), (!has_external).then_some(("DROP", c)))
+    };
+
+    let port = sp.port.to_string();
+    let cluster_comment = quoted(&format!("{name} cluster IP"));
+    if has_internal {
+        nat.rule(&[
+            "-A",
+            KUBE_SERVICES,
+            "-m",
+            "comment",
+            "--comment",
+            &cluster_comment,
+            "-m",
+            proto,
+            "-p",
+            proto,
+            "-d",
+            &sp.cluster_ip,
+            "--dport",
+            &port,
+            "-j",
+            internal_chain,
+        ]);
+    } else if let Some((target, comment)) = &internal_filter {
+        filter.rule(&[
+            "-A",
+            KUBE_SERVICES,
+            "-m",
+            "comment",
+            "--comment",
+            comment,
+            "-m",
+            proto,
+            "-p",
+            proto,
+            "-d",
+            &sp.cluster_ip,
+            "--dport",
+            &port,
+            "-j",
+            target,
+        ]);
+    }
+
+    if sp.node_port != 0 {
+        let node_port = sp.node_port.to_string();
+        if cat.has_any {
+            nat.rule(&[
+                "-A",
+                KUBE_NODEPORTS,
+                "-m",
+                "comment",
+                "--comment",
+                &name,
+                "-m",
+                proto,
+                "-p",
+                proto,
+                "--dport",
+                &node_port,
+                "-j",
+                &ext,
+            ]);
+        }
+        if let Some((target, comment)) = &external_filter {
+            filter.rule(&[
+                "-A",
+                KUBE_EXTERNAL_SERVICES,
+                "-m",
+                "comment",
+                "--comment",
+                comment,
+                "-m",
+                "addrtype",
+                "--dst-type",
+                "LOCAL",
+                "-m",
+                proto,
+                "-p",
+                proto,
+                "--dport",
+                &node_port,
+                "-j",
+                target,
+            ]);
+        }
+    }
+
+    let out: &mut Buf = if write_chains { nat } else { skipped };
+    let mut declare = |out: &mut Buf, chain: &str| {
+        out.chain(chain);
+        active.insert(chain.to_string());
+    };
+
+    if uses_ext_chain {
+        declare(out, &ext);
+        if !sp.external_policy_local {
+            let c = quoted(&format!("masquerade traffic for {name} external destinations"));
+            out.rule(&["-A", &ext, "-m", "comment", "--comment", &c, "-j", KUBE_MARK_MASQ]);
+        } else {
+            if let Some(cidr) = &cfg.cluster_cidr {
+                // Pod traffic to an external destination is treated as if it went out to a
+                // load balancer and came back: no traffic policy applies.
+                let c = quoted(&format!("pod traffic for {name} external destinations"));
+                out.rule(&["-A", &ext, "-m", "comment", "--comment", &c, "-s", cidr, "-j", &cluster_chain]);
+            }
+            // The node's own traffic has a local source address, so it must be masqueraded
+            // and may use any endpoint.
+            let c = quoted(&format!("masquerade LOCAL traffic for {name} external destinations"));
+            out.rule(&[
+                "-A",
+                &ext,
+                "-m",
+                "comment",
+                "--comment",
+                &c,
+                "-m",
+                "addrtype",
+                "--src-type",
+                "LOCAL",
+                "-j",
+                KUBE_MARK_MASQ,
+            ]);
+            let c = quoted(&format!("route LOCAL traffic for {name} external destinations"));
+            out.rule(&[
+                "-A",
+                &ext,
+                "-m",
+                "comment",
+                "--comment",
+                &c,
+                "-m",
+                "addrtype",
+                "--src-type",
+                "LOCAL",
+                "-j",
+                &cluster_chain,
+            ]);
+        }
+        if has_external {
+            out.rule(&["-A", &ext, "-j", external_policy_chain]);
+        }
+    }
+
+    if uses_cluster_chain {
+        declare(out, &cluster_chain);
+    }
+    if uses_local_chain {
+        declare(out, &local_chain);
+    }
+    if has_internal {
+        let base = [
+            "-m",
+            "comment",
+            "--comment",
+            &cluster_comment,
+            "-m",
+            proto,
+            "-p",
+            proto,
+            "-d",
+            &sp.cluster_ip,
+            "--dport",
+            &port,
+        ];
+        if cfg.masquerade_all {
+            let mut r = vec!["-A", internal_chain.as_str()];
+            r.extend(base);
+            r.extend(["-j", KUBE_MARK_MASQ]);
+            out.rule(&r);
+        } else if let Some(cidr) = &cfg.cluster_cidr {
+            // Off-cluster traffic to a service IP (someone routed the service range to this
+            // node) may be answered from another node, so it is masqueraded.
+            let mut r = vec!["-A", internal_chain.as_str()];
+            r.extend(base);
+            r.extend(["!", "-s", cidr.as_str(), "-j", KUBE_MARK_MASQ]);
+            out.rule(&r);
+        }
+    }
+    if uses_cluster_chain {
+        endpoint_jumps(out, &name, sp, &cluster_chain, &cat.cluster);
+    }
+    if uses_local_chain {
+        endpoint_jumps(out, &name, sp, &local_chain, &cat.local);
+    }
+
+    for ep in &cat.reachable {
+        let addr = ep.addr();
+        let chain = sep_chain(&sp.name, proto, &addr);
+        declare(out, &chain);
+        // Hairpin: a pod reaching itself through the service must be masqueraded or its reply
+        // would bypass the DNAT.
+        out.rule(&["-A", &chain, "-m", "comment", "--comment", &name, "-s", &ep.ip, "-j", KUBE_MARK_MASQ]);
+        let mut r = vec!["-A", chain.as_str(), "-m", "comment", "--comment", &name];
+        if sp.affinity_timeout.is_some() {
+            r.extend(["-m", "recent", "--name", chain.as_str(), "--set"]);
+        }
+        r.extend(["-m", proto, "-p", proto, "-j", "DNAT", "--to-destination", &addr]);
+        out.rule(&r);
+    }
+}
+
+/// upstream: `writeServiceToEndpointRules` — affinity checks first, then the random spread
+/// where rule i matches with probability 1/(n-i) so every endpoint gets 1/n.
+fn endpoint_jumps(out: &mut Buf, name: &str, sp: &ServicePort, chain: &str, eps: &[Endpoint]) {
+    let proto = sp.protocol.lower();
+    if let Some(timeout) = sp.affinity_timeout {
+        let timeout = timeout.to_string();
+        for ep in eps {
+            let addr = ep.addr();
+            let sep = sep_chain(&sp.name, proto, &addr);
+            let c = quoted(&format!("{name} -> {addr}"));
+            out.rule(&[
+                "-A",
+                chain,
+                "-m",
+                "comment",
+                "--comment",
+                &c,
+                "-m",
+                "recent",
+                "--name",
+                &sep,
+                "--rcheck",
+                "--seconds",
+                &timeout,
+                "--reap",
+                "-j",
+                &sep,
+            ]);
+        }
+    }
+    let n = eps.len();
+    for (i, ep) in eps.iter().enumerate() {
+        let addr = ep.addr();
+        let sep = sep_chain(&sp.name, proto, &addr);
+        let c = quoted(&format!("{name} -> {addr}"));
+        if i + 1 < n {
+            let p = probability(n - i);
+            out.rule(&[
+                "-A",
+                chain,
+                "-m",
+                "comment",
+                "--comment",
+                &c,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                &sep,
+            ]);
+        } else {
+            out.rule(&["-A", chain, "-m", "comment", "--comment", &c, "-j", &sep]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::ServiceKey;
+
+    fn spn(ns: &str, name: &str, port: &str) -> ServicePortName {
+        ServicePortName { service: ServiceKey::new(ns, name), port: port.into() }
+    }
+
+    #[test]
+    fn chain_names_hash_as_upstream() {
+        assert_eq!(svc_chain(&spn("ns1", "svc1", "p80"), "tcp"), "KUBE-SVC-XPGD46QRK7WJZT7O");
+        assert_eq!(svc_chain(&spn("ns2", "svc2", "p80"), "tcp"), "KUBE-SVC-GNZBNJ2PO5MGZ6GT");
+        assert_eq!(sep_chain(&spn("ns1", "svc1", "p80"), "tcp", "10.180.0.1:80"), "KUBE-SEP-SXIVWICOYRO3J4NJ");
+    }
+}
+
+#[cfg(test)]
+mod cases {
+    use super::*;
+    use crate::tracker::testutil::{service, slice};
+    use crate::tracker::Tracker;
+
+    fn cfg() -> RenderConfig {
+        RenderConfig { node_name: "node1".into(), cluster_cidr: Some("10.0.0.0/8".into()), ..Default::default() }
+    }
+
+    /// The rendered lines that are not in the render of an empty cluster, each prefixed with
+    /// its table, so a case lists only what its service adds.
+    fn service_lines(r: &Rendered) -> Vec<String> {
+        let base = render(&cfg(), &Tracker::new(), None, &BTreeSet::new()).text;
+        let base: BTreeSet<&str> = base.lines().collect();
+        let mut table = "";
+        let mut out = Vec::new();
+        for l in r.text.lines() {
+            if let Some(t) = l.strip_prefix('*') {
+                table = t;
+            } else if !base.contains(l) {
+                out.push(format!("{table}: {l}"));
+            }
+        }
+        out
+    }
+
+    fn nodeport(
+        mut svc: k8s_openapi::api::core::v1::Service,
+        node_port: i32,
+        etp: &str,
+    ) -> k8s_openapi::api::core::v1::Service {
+        let spec = svc.spec.as_mut().expect("spec");
+        spec.type_ = Some("NodePort".into());
+        spec.external_traffic_policy = Some(etp.into());
+        for p in spec.ports.iter_mut().flatten() {
+            p.node_port = Some(node_port);
+        }
+        svc
+    }
+
+    /// One case: the objects and the lines they add to the empty render.
+    fn case(objects: impl FnOnce(&mut Tracker)) -> Vec<String> {
+        let mut t = Tracker::new();
+        objects(&mut t);
+        service_lines(&render(&cfg(), &t, None, &BTreeSet::new()))
+    }
+
+    #[test]
+    fn clusterip_three_endpoints_spread_with_statistic() {
+        let got = case(|t| {
+            t.apply_service(&service("ns1", "svc1", "172.30.0.41", &[("p80", 80)]));
+            t.apply_slice(&slice(
+                "ns1",
+                "svc1-a",
+                "svc1",
+                ("p80", Some(80)),
+                &[
+                    ("10.180.0.1", "node1", true, true, false),
+                    ("10.180.0.2", "node2", true, true, false),
+                    ("10.180.0.3", "node3", true, true, false),
+                ],
+            ));
+        });
+        let want = [
+            r#"nat: :KUBE-SVC-XPGD46QRK7WJZT7O - [0:0]"#,
+            r#"nat: :KUBE-SEP-SXIVWICOYRO3J4NJ - [0:0]"#,
+            r#"nat: :KUBE-SEP-LXVODXWDISEETFEF - [0:0]"#,
+            r#"nat: :KUBE-SEP-ICDUIKC33SFI6ZPR - [0:0]"#,
+            r#"nat: -A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O"#,
+            r#"nat: -A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" -m statistic --mode random --probability 0.3333333333 -j KUBE-SEP-SXIVWICOYRO3J4NJ"#,
+            r#"nat: -A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-LXVODXWDISEETFEF"#,
+            r#"nat: -A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.3:80" -j KUBE-SEP-ICDUIKC33SFI6ZPR"#,
+            r#"nat: -A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -s 10.180.0.1 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.1:80"#,
+            r#"nat: -A KUBE-SEP-LXVODXWDISEETFEF -m comment --comment ns1/svc1:p80 -s 10.180.0.2 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SEP-LXVODXWDISEETFEF -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.2:80"#,
+            r#"nat: -A KUBE-SEP-ICDUIKC33SFI6ZPR -m comment --comment ns1/svc1:p80 -s 10.180.0.3 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SEP-ICDUIKC33SFI6ZPR -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.3:80"#,
+        ];
+        assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn nodeport_jumps_to_ext_chain_that_masquerades() {
+        let got = case(|t| {
+            t.apply_service(&nodeport(service("ns2", "svc2", "172.30.0.42", &[("p80", 80)]), 3001, "Cluster"));
+            t.apply_slice(&slice(
+                "ns2",
+                "svc2-a",
+                "svc2",
+                ("p80", Some(80)),
+                &[("10.180.0.2", "node2", true, true, false)],
+            ));
+        });
+        let want = [
+            r#"nat: :KUBE-EXT-GNZBNJ2PO5MGZ6GT - [0:0]"#,
+            r#"nat: :KUBE-SVC-GNZBNJ2PO5MGZ6GT - [0:0]"#,
+            r#"nat: :KUBE-SEP-RS4RBKLTHTF2IUXJ - [0:0]"#,
+            r#"nat: -A KUBE-SERVICES -m comment --comment "ns2/svc2:p80 cluster IP" -m tcp -p tcp -d 172.30.0.42 --dport 80 -j KUBE-SVC-GNZBNJ2PO5MGZ6GT"#,
+            r#"nat: -A KUBE-NODEPORTS -m comment --comment ns2/svc2:p80 -m tcp -p tcp --dport 3001 -j KUBE-EXT-GNZBNJ2PO5MGZ6GT"#,
+            r#"nat: -A KUBE-EXT-GNZBNJ2PO5MGZ6GT -m comment --comment "masquerade traffic for ns2/svc2:p80 external destinations" -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-EXT-GNZBNJ2PO5MGZ6GT -j KUBE-SVC-GNZBNJ2PO5MGZ6GT"#,
+            r#"nat: -A KUBE-SVC-GNZBNJ2PO5MGZ6GT -m comment --comment "ns2/svc2:p80 cluster IP" -m tcp -p tcp -d 172.30.0.42 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SVC-GNZBNJ2PO5MGZ6GT -m comment --comment "ns2/svc2:p80 -> 10.180.0.2:80" -j KUBE-SEP-RS4RBKLTHTF2IUXJ"#,
+            r#"nat: -A KUBE-SEP-RS4RBKLTHTF2IUXJ -m comment --comment ns2/svc2:p80 -s 10.180.0.2 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SEP-RS4RBKLTHTF2IUXJ -m comment --comment ns2/svc2:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.2:80"#,
+        ];
+        assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn external_traffic_policy_local_uses_only_local_endpoints_for_external_traffic() {
+        let got = case(|t| {
+            t.apply_service(&nodeport(service("ns3", "svc3", "172.30.0.43", &[("p80", 80)]), 3003, "Local"));
+            t.apply_slice(&slice(
+                "ns3",
+                "svc3-a",
+                "svc3",
+                ("p80", Some(80)),
+                &[("10.180.0.3", "node1", true, true, false), ("10.180.1.3", "node2", true, true, false)],
+            ));
+        });
+        let want = [
+            r#"nat: :KUBE-EXT-X27LE4BHSL4DOUIK - [0:0]"#,
+            r#"nat: :KUBE-SVC-X27LE4BHSL4DOUIK - [0:0]"#,
+            r#"nat: :KUBE-SVL-X27LE4BHSL4DOUIK - [0:0]"#,
+            r#"nat: :KUBE-SEP-OYPFS5VJICHGATKP - [0:0]"#,
+            r#"nat: :KUBE-SEP-3PCRBPAMK2XLAIHQ - [0:0]"#,
+            r#"nat: -A KUBE-SERVICES -m comment --comment "ns3/svc3:p80 cluster IP" -m tcp -p tcp -d 172.30.0.43 --dport 80 -j KUBE-SVC-X27LE4BHSL4DOUIK"#,
+            r#"nat: -A KUBE-NODEPORTS -m comment --comment ns3/svc3:p80 -m tcp -p tcp --dport 3003 -j KUBE-EXT-X27LE4BHSL4DOUIK"#,
+            r#"nat: -A KUBE-EXT-X27LE4BHSL4DOUIK -m comment --comment "pod traffic for ns3/svc3:p80 external destinations" -s 10.0.0.0/8 -j KUBE-SVC-X27LE4BHSL4DOUIK"#,
+            r#"nat: -A KUBE-EXT-X27LE4BHSL4DOUIK -m comment --comment "masquerade LOCAL traffic for ns3/svc3:p80 external destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-EXT-X27LE4BHSL4DOUIK -m comment --comment "route LOCAL traffic for ns3/svc3:p80 external destinations" -m addrtype --src-type LOCAL -j KUBE-SVC-X27LE4BHSL4DOUIK"#,
+            r#"nat: -A KUBE-EXT-X27LE4BHSL4DOUIK -j KUBE-SVL-X27LE4BHSL4DOUIK"#,
+            r#"nat: -A KUBE-SVC-X27LE4BHSL4DOUIK -m comment --comment "ns3/svc3:p80 cluster IP" -m tcp -p tcp -d 172.30.0.43 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SVC-X27LE4BHSL4DOUIK -m comment --comment "ns3/svc3:p80 -> 10.180.0.3:80" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-OYPFS5VJICHGATKP"#,
+            r#"nat: -A KUBE-SVC-X27LE4BHSL4DOUIK -m comment --comment "ns3/svc3:p80 -> 10.180.1.3:80" -j KUBE-SEP-3PCRBPAMK2XLAIHQ"#,
+            r#"nat: -A KUBE-SVL-X27LE4BHSL4DOUIK -m comment --comment "ns3/svc3:p80 -> 10.180.0.3:80" -j KUBE-SEP-OYPFS5VJICHGATKP"#,
+            r#"nat: -A KUBE-SEP-OYPFS5VJICHGATKP -m comment --comment ns3/svc3:p80 -s 10.180.0.3 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SEP-OYPFS5VJICHGATKP -m comment --comment ns3/svc3:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.3:80"#,
+            r#"nat: -A KUBE-SEP-3PCRBPAMK2XLAIHQ -m comment --comment ns3/svc3:p80 -s 10.180.1.3 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SEP-3PCRBPAMK2XLAIHQ -m comment --comment ns3/svc3:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.1.3:80"#,
+        ];
+        assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn external_traffic_policy_local_without_local_endpoints_drops_external_traffic() {
+        let got = case(|t| {
+            t.apply_service(&nodeport(service("ns3", "svc3", "172.30.0.43", &[("p80", 80)]), 3003, "Local"));
+            t.apply_slice(&slice(
+                "ns3",
+                "svc3-a",
+                "svc3",
+                ("p80", Some(80)),
+                &[("10.180.1.3", "node2", true, true, false)],
+            ));
+        });
+        let want = [
+            r#"filter: -A KUBE-EXTERNAL-SERVICES -m comment --comment "ns3/svc3:p80 has no local endpoints" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 3003 -j DROP"#,
+            r#"nat: :KUBE-EXT-X27LE4BHSL4DOUIK - [0:0]"#,
+            r#"nat: :KUBE-SVC-X27LE4BHSL4DOUIK - [0:0]"#,
+            r#"nat: :KUBE-SEP-3PCRBPAMK2XLAIHQ - [0:0]"#,
+            r#"nat: -A KUBE-SERVICES -m comment --comment "ns3/svc3:p80 cluster IP" -m tcp -p tcp -d 172.30.0.43 --dport 80 -j KUBE-SVC-X27LE4BHSL4DOUIK"#,
+            r#"nat: -A KUBE-NODEPORTS -m comment --comment ns3/svc3:p80 -m tcp -p tcp --dport 3003 -j KUBE-EXT-X27LE4BHSL4DOUIK"#,
+            r#"nat: -A KUBE-EXT-X27LE4BHSL4DOUIK -m comment --comment "pod traffic for ns3/svc3:p80 external destinations" -s 10.0.0.0/8 -j KUBE-SVC-X27LE4BHSL4DOUIK"#,
+            r#"nat: -A KUBE-EXT-X27LE4BHSL4DOUIK -m comment --comment "masquerade LOCAL traffic for ns3/svc3:p80 external destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-EXT-X27LE4BHSL4DOUIK -m comment --comment "route LOCAL traffic for ns3/svc3:p80 external destinations" -m addrtype --src-type LOCAL -j KUBE-SVC-X27LE4BHSL4DOUIK"#,
+            r#"nat: -A KUBE-SVC-X27LE4BHSL4DOUIK -m comment --comment "ns3/svc3:p80 cluster IP" -m tcp -p tcp -d 172.30.0.43 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SVC-X27LE4BHSL4DOUIK -m comment --comment "ns3/svc3:p80 -> 10.180.1.3:80" -j KUBE-SEP-3PCRBPAMK2XLAIHQ"#,
+            r#"nat: -A KUBE-SEP-3PCRBPAMK2XLAIHQ -m comment --comment ns3/svc3:p80 -s 10.180.1.3 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SEP-3PCRBPAMK2XLAIHQ -m comment --comment ns3/svc3:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.1.3:80"#,
+        ];
+        assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn session_affinity_client_ip_uses_recent_module() {
+        let got = case(|t| {
+            let mut s = service("ns4", "svc4", "172.30.0.44", &[("p80", 80)]);
+            s.spec.as_mut().expect("spec").session_affinity = Some("ClientIP".into());
+            t.apply_service(&s);
+            t.apply_slice(&slice(
+                "ns4",
+                "svc4-a",
+                "svc4",
+                ("p80", Some(80)),
+                &[("10.180.0.4", "node1", true, true, false), ("10.180.0.5", "node2", true, true, false)],
+            ));
+        });
+        let want = [
+            r#"nat: :KUBE-SVC-4SW47YFZTEDKD3PK - [0:0]"#,
+            r#"nat: :KUBE-SEP-UKSFD7AGPMPPLUHC - [0:0]"#,
+            r#"nat: :KUBE-SEP-C6EBXVWJJZMIWKLZ - [0:0]"#,
+            r#"nat: -A KUBE-SERVICES -m comment --comment "ns4/svc4:p80 cluster IP" -m tcp -p tcp -d 172.30.0.44 --dport 80 -j KUBE-SVC-4SW47YFZTEDKD3PK"#,
+            r#"nat: -A KUBE-SVC-4SW47YFZTEDKD3PK -m comment --comment "ns4/svc4:p80 cluster IP" -m tcp -p tcp -d 172.30.0.44 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SVC-4SW47YFZTEDKD3PK -m comment --comment "ns4/svc4:p80 -> 10.180.0.4:80" -m recent --name KUBE-SEP-UKSFD7AGPMPPLUHC --rcheck --seconds 10800 --reap -j KUBE-SEP-UKSFD7AGPMPPLUHC"#,
+            r#"nat: -A KUBE-SVC-4SW47YFZTEDKD3PK -m comment --comment "ns4/svc4:p80 -> 10.180.0.5:80" -m recent --name KUBE-SEP-C6EBXVWJJZMIWKLZ --rcheck --seconds 10800 --reap -j KUBE-SEP-C6EBXVWJJZMIWKLZ"#,
+            r#"nat: -A KUBE-SVC-4SW47YFZTEDKD3PK -m comment --comment "ns4/svc4:p80 -> 10.180.0.4:80" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-UKSFD7AGPMPPLUHC"#,
+            r#"nat: -A KUBE-SVC-4SW47YFZTEDKD3PK -m comment --comment "ns4/svc4:p80 -> 10.180.0.5:80" -j KUBE-SEP-C6EBXVWJJZMIWKLZ"#,
+            r#"nat: -A KUBE-SEP-UKSFD7AGPMPPLUHC -m comment --comment ns4/svc4:p80 -s 10.180.0.4 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SEP-UKSFD7AGPMPPLUHC -m comment --comment ns4/svc4:p80 -m recent --name KUBE-SEP-UKSFD7AGPMPPLUHC --set -m tcp -p tcp -j DNAT --to-destination 10.180.0.4:80"#,
+            r#"nat: -A KUBE-SEP-C6EBXVWJJZMIWKLZ -m comment --comment ns4/svc4:p80 -s 10.180.0.5 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SEP-C6EBXVWJJZMIWKLZ -m comment --comment ns4/svc4:p80 -m recent --name KUBE-SEP-C6EBXVWJJZMIWKLZ --set -m tcp -p tcp -j DNAT --to-destination 10.180.0.5:80"#,
+        ];
+        assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn service_without_endpoints_rejects() {
+        let got = case(|t| {
+            t.apply_service(&nodeport(service("ns5", "svc5", "172.30.0.45", &[("p80", 80)]), 3005, "Cluster"));
+        });
+        let want = [
+            r#"filter: -A KUBE-SERVICES -m comment --comment "ns5/svc5:p80 has no endpoints" -m tcp -p tcp -d 172.30.0.45 --dport 80 -j REJECT"#,
+            r#"filter: -A KUBE-EXTERNAL-SERVICES -m comment --comment "ns5/svc5:p80 has no endpoints" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 3005 -j REJECT"#,
+        ];
+        assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn terminating_serving_endpoints_are_a_fallback() {
+        let got = case(|t| {
+            t.apply_service(&service("ns6", "svc6", "172.30.0.46", &[("p80", 80)]));
+            t.apply_slice(&slice(
+                "ns6",
+                "svc6-a",
+                "svc6",
+                ("p80", Some(80)),
+                &[("10.180.0.6", "node1", false, true, true), ("10.180.0.7", "node2", false, false, true)],
+            ));
+        });
+        let want = [
+            r#"nat: :KUBE-SVC-NDY5GL2HU4YWCI7Q - [0:0]"#,
+            r#"nat: :KUBE-SEP-FT5NGXB5V2KSXRGF - [0:0]"#,
+            r#"nat: -A KUBE-SERVICES -m comment --comment "ns6/svc6:p80 cluster IP" -m tcp -p tcp -d 172.30.0.46 --dport 80 -j KUBE-SVC-NDY5GL2HU4YWCI7Q"#,
+            r#"nat: -A KUBE-SVC-NDY5GL2HU4YWCI7Q -m comment --comment "ns6/svc6:p80 cluster IP" -m tcp -p tcp -d 172.30.0.46 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SVC-NDY5GL2HU4YWCI7Q -m comment --comment "ns6/svc6:p80 -> 10.180.0.6:80" -j KUBE-SEP-FT5NGXB5V2KSXRGF"#,
+            r#"nat: -A KUBE-SEP-FT5NGXB5V2KSXRGF -m comment --comment ns6/svc6:p80 -s 10.180.0.6 -j KUBE-MARK-MASQ"#,
+            r#"nat: -A KUBE-SEP-FT5NGXB5V2KSXRGF -m comment --comment ns6/svc6:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.6:80"#,
+        ];
+        assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn named_target_port_no_endpoint_has_rejects() {
+        let got = case(|t| {
+            t.apply_service(&service("ns7", "svc7", "172.30.0.47", &[("http", 80)]));
+            t.apply_slice(&slice(
+                "ns7",
+                "svc7-a",
+                "svc7",
+                ("http", None),
+                &[("10.180.0.8", "node1", true, true, false)],
+            ));
+        });
+        let want = [
+            r#"filter: -A KUBE-SERVICES -m comment --comment "ns7/svc7:http has no endpoints" -m tcp -p tcp -d 172.30.0.47 --dport 80 -j REJECT"#,
+        ];
+        assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn clusterip_one_endpoint_full_text() {
+        let mut t = Tracker::new();
+        t.apply_service(&service("ns1", "svc1", "172.30.0.41", &[("p80", 80)]));
+        t.apply_slice(&slice(
+            "ns1",
+            "svc1-a",
+            "svc1",
+            ("p80", Some(80)),
+            &[("10.180.0.1", "node1", true, true, false)],
+        ));
+        let r = render(&cfg(), &t, None, &BTreeSet::new());
+        let want = r#"*filter
+:KUBE-SERVICES - [0:0]
+:KUBE-EXTERNAL-SERVICES - [0:0]
+:KUBE-FORWARD - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-PROXY-FIREWALL - [0:0]
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-SVC-XPGD46QRK7WJZT7O - [0:0]
+:KUBE-SEP-SXIVWICOYRO3J4NJ - [0:0]
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
+-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O
+-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ
+-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" -j KUBE-SEP-SXIVWICOYRO3J4NJ
+-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -s 10.180.0.1 -j KUBE-MARK-MASQ
+-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.1:80
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS
+COMMIT
+"#;
+        assert_eq!(r.text, want, "\n{}", r.text);
+        assert_eq!((r.filter_rules, r.nat_rules), (3, 10));
+        let active: Vec<&str> = r.active_nat_chains.iter().map(String::as_str).collect();
+        assert_eq!(active, ["KUBE-SEP-SXIVWICOYRO3J4NJ", "KUBE-SVC-XPGD46QRK7WJZT7O"]);
+    }
+
+    #[test]
+    fn ready_endpoints_win_over_terminating_ones() {
+        let mut t = Tracker::new();
+        t.apply_service(&service("ns6", "svc6", "172.30.0.46", &[("p80", 80)]));
+        t.apply_slice(&slice(
+            "ns6",
+            "svc6-a",
+            "svc6",
+            ("p80", Some(80)),
+            &[("10.180.0.6", "node1", false, true, true), ("10.180.0.9", "node2", true, true, false)],
+        ));
+        let text = render(&cfg(), &t, None, &BTreeSet::new()).text;
+        assert!(text.contains("--to-destination 10.180.0.9:80"), "{text}");
+        assert!(!text.contains("10.180.0.6"), "{text}");
+    }
+
+    #[test]
+    fn masquerade_all_marks_every_cluster_ip_packet() {
+        let mut t = Tracker::new();
+        t.apply_service(&service("ns1", "svc1", "172.30.0.41", &[("p80", 80)]));
+        t.apply_slice(&slice(
+            "ns1",
+            "svc1-a",
+            "svc1",
+            ("p80", Some(80)),
+            &[("10.180.0.1", "node1", true, true, false)],
+        ));
+        let cfg = RenderConfig { masquerade_all: true, ..cfg() };
+        let text = render(&cfg, &t, None, &BTreeSet::new()).text;
+        assert!(text.contains("-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment \"ns1/svc1:p80 cluster IP\" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-MARK-MASQ\n"), "{text}");
+    }
+
+    fn two_services() -> Tracker {
+        let mut t = Tracker::new();
+        t.apply_service(&service("ns1", "svc1", "172.30.0.41", &[("p80", 80)]));
+        t.apply_slice(&slice(
+            "ns1",
+            "svc1-a",
+            "svc1",
+            ("p80", Some(80)),
+            &[("10.180.0.1", "node1", true, true, false)],
+        ));
+        t.apply_service(&service("ns2", "svc2", "172.30.0.42", &[("p80", 80)]));
+        t.apply_slice(&slice(
+            "ns2",
+            "svc2-a",
+            "svc2",
+            ("p80", Some(80)),
+            &[("10.180.0.2", "node2", true, true, false)],
+        ));
+        t.take_changed();
+        t
+    }
+
+    #[test]
+    fn partial_sync_rewrites_only_changed_services_chains() {
+        let mut t = two_services();
+        let full = render(&cfg(), &t, None, &BTreeSet::new());
+        t.apply_slice(&slice(
+            "ns2",
+            "svc2-a",
+            "svc2",
+            ("p80", Some(80)),
+            &[("10.180.0.2", "node2", true, true, false), ("10.180.0.3", "node2", true, true, false)],
+        ));
+        let changed = t.take_changed();
+        let partial = render(&cfg(), &t, Some(&changed), &full.active_nat_chains);
+        let nat: Vec<&str> = partial.text.split("*nat\n").nth(1).expect("nat table").lines().collect();
+        // svc1's chains are neither declared (which would flush them) nor rewritten ...
+        assert!(
+            !nat.iter()
+                .any(|l| l.starts_with(":KUBE-SVC-XPGD46QRK7WJZT7O") || l.starts_with("-A KUBE-SVC-XPGD46QRK7WJZT7O")),
+            "{}",
+            partial.text
+        );
+        assert!(!nat.iter().any(|l| l.contains("KUBE-SEP-SXIVWICOYRO3J4NJ -")), "{}", partial.text);
+        // ... but KUBE-SERVICES, which is always rewritten, still jumps to them.
+        assert!(nat.iter().any(|l| l.starts_with("-A KUBE-SERVICES") && l.ends_with("-j KUBE-SVC-XPGD46QRK7WJZT7O")));
+        assert!(nat.contains(&":KUBE-SVC-GNZBNJ2PO5MGZ6GT - [0:0]"));
+        assert!(nat.iter().any(|l| l.contains("--to-destination 10.180.0.3:80")));
+        // Nothing is deleted, and the rule count covers the skipped chains too.
+        assert!(!partial.text.contains("-X "));
+        assert!(full.active_nat_chains.is_subset(&partial.active_nat_chains));
+        assert_eq!(partial.nat_rules, full.nat_rules + 3);
+    }
+
+    #[test]
+    fn deleted_service_chains_are_removed_in_a_partial_sync() {
+        let mut t = two_services();
+        let full = render(&cfg(), &t, None, &BTreeSet::new());
+        t.delete_service(&ServiceKey::new("ns2", "svc2"));
+        let changed = t.take_changed();
+        let partial = render(&cfg(), &t, Some(&changed), &full.active_nat_chains);
+        let got = service_lines(&partial);
+        let want = [
+            // svc1 is unchanged: only its always-rewritten KUBE-SERVICES jump appears.
+            r#"nat: -A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O"#,
+            "nat: :KUBE-SEP-RS4RBKLTHTF2IUXJ - [0:0]",
+            "nat: :KUBE-SVC-GNZBNJ2PO5MGZ6GT - [0:0]",
+            "nat: -X KUBE-SEP-RS4RBKLTHTF2IUXJ",
+            "nat: -X KUBE-SVC-GNZBNJ2PO5MGZ6GT",
+        ];
+        // Chain declarations come before all rules in a table section.
+        let mut got_sorted = got.clone();
+        got_sorted.sort_by_key(|l| !l.starts_with("nat: :"));
+        assert_eq!(got_sorted, got);
+        let mut want_sorted: Vec<&str> = want.to_vec();
+        want_sorted.sort();
+        let mut got_s: Vec<&str> = got.iter().map(String::as_str).collect();
+        got_s.sort();
+        assert_eq!(got_s, want_sorted, "\n{}", got.join("\n"));
+        assert!(!partial
+            .active_nat_chains
+            .iter()
+            .any(|c| c.contains("GNZBNJ2PO5MGZ6GT") || c.contains("RS4RBKLTHTF2IUXJ")));
+    }
+
+    #[test]
+    fn chains_that_are_not_ours_are_never_deleted() {
+        let existing = BTreeSet::from([
+            "CNI-FOO".to_string(),
+            "KUBE-MARK-DROP".to_string(),
+            "KUBE-SVC-AAAAAAAAAAAAAAAA".to_string(),
+        ]);
+        let r = render(&cfg(), &Tracker::new(), None, &existing);
+        assert!(r.text.contains("-X KUBE-SVC-AAAAAAAAAAAAAAAA\n"));
+        assert!(!r.text.contains("CNI-FOO") && !r.text.contains("KUBE-MARK-DROP"));
+    }
+
+    #[test]
+    fn nodeport_addresses_list_one_rule_per_node_ip() {
+        let cfg = RenderConfig { nodeport_ips: Some(vec!["198.19.0.2".into()]), ..cfg() };
+        let text = render(&cfg, &Tracker::new(), None, &BTreeSet::new()).text;
+        assert!(text.contains("-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -d 198.19.0.2 -j KUBE-NODEPORTS\n"), "{text}");
+        assert!(!text.contains("addrtype --dst-type LOCAL ! -d"));
+    }
+}
