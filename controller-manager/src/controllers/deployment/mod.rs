@@ -46,6 +46,14 @@ struct Dc {
     pods: Arc<Informer<Pod>>,
     queue: Arc<Queue>,
     recorder: Recorder,
+    /// ReplicaSets as this controller last wrote them, by uid, until the informer catches up:
+    /// a decision about one ReplicaSet reads the others' sizes, and a stale size of one we
+    /// just scaled would let the total exceed maxSurge.
+    written: std::sync::Mutex<std::collections::HashMap<String, ReplicaSet>>,
+}
+
+fn rv(rs: &ReplicaSet) -> u64 {
+    rs.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
@@ -56,6 +64,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         pods: ctx.informers.get::<Pod>(),
         queue: Arc::new(Queue::new()),
         recorder: ctx.recorder(COMPONENT),
+        written: Default::default(),
     });
     let weak = Arc::downgrade(&dc);
     dc.deployments.add_handler(Arc::new(move |old: Option<&Arc<Deployment>>, new: Option<&Arc<Deployment>>| {
@@ -95,6 +104,27 @@ fn selector_of(d: &Deployment) -> Option<&LabelSelector> {
 }
 
 impl Dc {
+    fn remember(&self, rs: &ReplicaSet) {
+        if let Some(uid) = rs.metadata.uid.clone() {
+            self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, rs.clone());
+        }
+    }
+
+    /// The newer of the informer's copy and our last write (our apiserver's resourceVersions
+    /// are etcd revisions, so they order).
+    fn fresh(&self, rs: &ReplicaSet) -> ReplicaSet {
+        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(uid) = rs.metadata.uid.as_deref() else { return rs.clone() };
+        match w.get(uid) {
+            Some(mine) if rv(mine) > rv(rs) => mine.clone(),
+            Some(_) => {
+                w.remove(uid);
+                rs.clone()
+            }
+            None => rs.clone(),
+        }
+    }
+
     fn enqueue_for_rs(&self, rs: &ReplicaSet) {
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
         if let Some(r) = controller_of(&rs.metadata) {
@@ -188,7 +218,7 @@ impl Dc {
             )
             .await?;
         }
-        let rs_list: Vec<ReplicaSet> = claimed.iter().map(|r| (**r).clone()).collect();
+        let rs_list: Vec<ReplicaSet> = claimed.iter().map(|r| self.fresh(r)).collect();
 
         if deleting {
             let (new_rs, olds) = self.all_rss(&mut d, &rs_list, false).await?;
@@ -258,7 +288,7 @@ impl Dc {
                 copy.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0) != want_min_ready.unwrap_or(0);
             if ann_changed || min_ready_changed {
                 let patch = json!({
-                    "metadata": {"annotations": copy.metadata.annotations},
+                    "metadata": {"resourceVersion": copy.metadata.resource_version, "annotations": copy.metadata.annotations},
                     "spec": {"minReadySeconds": want_min_ready.unwrap_or(0)},
                 });
                 rs = self
@@ -313,7 +343,10 @@ impl Dc {
         set_rs_replicas(&mut new_rs, n);
         set_new_rs_annotations(d, &mut new_rs, new_revision, false);
         let created = match self.rs_api(&ns).create(&PostParams::default(), &new_rs).await {
-            Ok(rs) => rs,
+            Ok(rs) => {
+                self.remember(&rs);
+                rs
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 // upstream: the name is taken. Ours (same template, same owner) means an
                 // earlier sync created it and the informer has not caught up; anything else is
@@ -496,12 +529,18 @@ impl Dc {
         }
         let old = rs_replicas(rs);
         let name = rs.metadata.name.clone().unwrap_or_default();
+        // The resourceVersion makes the write conditional: a decision taken on a stale copy
+        // fails with a conflict and is retried on fresh data (upstream uses Update for this).
         let patch = json!({
-            "metadata": {"annotations": {DESIRED_REPLICAS: desired.to_string(), MAX_REPLICAS: max.to_string()}},
+            "metadata": {
+                "resourceVersion": rs.metadata.resource_version,
+                "annotations": {DESIRED_REPLICAS: desired.to_string(), MAX_REPLICAS: max.to_string()},
+            },
             "spec": {"replicas": size},
         });
         let ns = rs.metadata.namespace.clone().unwrap_or_default();
         *rs = self.rs_api(&ns).patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        self.remember(rs);
         if size_changed {
             self.recorder.event(
                 reference(d),
@@ -562,7 +601,9 @@ impl Dc {
                 break;
             }
             let (r, avail) = (rs_replicas(rs), rs_status(rs).2);
-            if r == 0 || r == avail {
+            // Status lags spec: more available than wanted is not unhealthy (upstream refuses
+            // the resulting "scale down" upwards as an error).
+            if r == 0 || avail >= r {
                 continue;
             }
             let down = (max_scaled_down - cleaned).min(r - avail);

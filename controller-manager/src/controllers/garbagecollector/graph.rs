@@ -28,9 +28,12 @@ pub struct Node {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Delete a dependent of an owner under foreground deletion.
+    /// Delete a dependent of an owner under foreground deletion; `foreground` when the
+    /// dependent has dependents of its own, so the whole chain goes before the owner
+    /// (upstream's attemptToDeleteItem does the same).
     Delete {
         node: Node,
+        foreground: bool,
     },
     /// Delete a dependent whose owners all look gone (the caller confirms against the API).
     DeleteIfOwnersGone {
@@ -69,7 +72,8 @@ pub fn plan(nodes: &[Node]) -> Vec<Action> {
         }
         if n.deleting && n.finalizers.iter().any(|f| f == FOREGROUND) {
             for d in deps.iter().filter(|d| !d.deleting) {
-                out.push(Action::Delete { node: (*d).clone() });
+                let foreground = dependents.get(d.uid.as_str()).is_some_and(|v| !v.is_empty());
+                out.push(Action::Delete { node: (*d).clone(), foreground });
             }
             let blocking = deps.iter().any(|d| d.owners.iter().any(|o| o.uid == n.uid && o.block));
             if !blocking {
@@ -114,7 +118,16 @@ mod tests {
         let owner = node("rs", &[], true, &[FOREGROUND]);
         let pod = node("pod", &[("rs", true)], false, &[]);
         let actions = plan(&[owner.clone(), pod.clone()]);
-        assert_eq!(actions, vec![Action::Delete { node: pod }]);
+        assert_eq!(actions, vec![Action::Delete { node: pod, foreground: false }]);
+    }
+
+    #[test]
+    fn a_dependent_with_dependents_of_its_own_is_deleted_in_the_foreground_too() {
+        let deploy = node("deploy", &[], true, &[FOREGROUND]);
+        let rs = node("rs", &[("deploy", true)], false, &[]);
+        let pod = node("pod", &[("rs", true)], false, &[]);
+        let actions = plan(&[deploy, rs.clone(), pod]);
+        assert_eq!(actions, vec![Action::Delete { node: rs, foreground: true }]);
     }
 
     #[test]

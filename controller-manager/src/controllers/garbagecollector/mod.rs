@@ -122,15 +122,19 @@ async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Er
             _ => Api::<DynamicObject>::all_with(client.clone(), &res(n).ar),
         };
         let result = match &action {
-            GcAction::Delete { node } | GcAction::DeleteIfOwnersGone { node } => {
+            GcAction::Delete { node, .. } | GcAction::DeleteIfOwnersGone { node } => {
                 if matches!(action, GcAction::DeleteIfOwnersGone { .. })
                     && owners_alive(client, node, watched, &kinds).await?
                 {
                     continue;
                 }
+                let policy = match &action {
+                    GcAction::Delete { foreground: true, .. } => DeleteParams::foreground(),
+                    _ => DeleteParams::background(),
+                };
                 let dp = DeleteParams {
                     preconditions: Some(Preconditions { uid: Some(node.uid.clone()), resource_version: None }),
-                    ..DeleteParams::background()
+                    ..policy
                 };
                 tracing::info!(controller = "garbagecollector", namespace = ?node.namespace, name = %node.name, "deleting dependent");
                 api_for(node).delete(&node.name, &dp).await.map(|_| ())
