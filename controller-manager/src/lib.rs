@@ -33,6 +33,20 @@ pub struct Options {
     /// Address for /healthz and /metrics (plain HTTP; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:10257")]
     pub bind_address: SocketAddr,
+    /// Take part in leader election on a Lease before running the controllers, so several
+    /// controller-managers can run and one acts (upstream default: true).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    #[arg(long, default_value = "kube-controller-manager")]
+    pub leader_elect_resource_name: String,
+    #[arg(long, default_value = "kube-system")]
+    pub leader_elect_resource_namespace: String,
 }
 
 /// Parses a Go-style duration as upstream's flags take them: `40s`, `5m`, `1h`, `500ms`, `1m30s`.
@@ -86,9 +100,46 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
     tracing::info!(address = %listener.local_addr()?, "serving /healthz and /metrics");
     tasks.spawn(server::serve(listener, Arc::new(registry), cancel.clone()));
 
+    let opts = Arc::new(opts);
+    let lead = {
+        let (client, metrics, tasks, opts) = (client.clone(), metrics.clone(), tasks.clone(), opts.clone());
+        move |leading: CancellationToken| run_controllers(client, selected, metrics, tasks, opts, leading)
+    };
+    let result = if opts.leader_elect {
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let identity = format!("{host}_{:x}{:x}", std::process::id(), nanos);
+        let mut cfg = component_base::leaderelection::Config::new(
+            &opts.leader_elect_resource_namespace,
+            &opts.leader_elect_resource_name,
+            &identity,
+        );
+        cfg.lease_duration = opts.leader_elect_lease_duration;
+        cfg.renew_deadline = opts.leader_elect_renew_deadline;
+        cfg.retry_period = opts.leader_elect_retry_period;
+        let store = Arc::new(component_base::leaderelection::KubeLeaseStore::new(client, &cfg.namespace, &cfg.name));
+        component_base::leaderelection::run(cfg, store, cancel.clone(), lead).await.map_err(anyhow::Error::from)
+    } else {
+        lead(cancel.clone()).await;
+        Ok(())
+    };
+    tasks.close();
+    tasks.wait().await;
+    result
+}
+
+/// Starts the selected controllers on shared informers and runs them until `cancel`.
+async fn run_controllers(
+    client: kube::Client,
+    selected: Vec<&'static controllers::Descriptor>,
+    metrics: Arc<controllers::metrics::Metrics>,
+    tasks: TaskTracker,
+    opts: Arc<Options>,
+    cancel: CancellationToken,
+) {
     let informers = Arc::new(controllers::informer::Factory::new(client.clone(), cancel.clone(), tasks.clone()));
     tracing::info!(controllers = ?selected.iter().map(|d| d.name).collect::<Vec<_>>(), "starting controllers");
-    let opts = Arc::new(opts);
     let mut running = tokio::task::JoinSet::new();
     for d in selected {
         let ctx = controllers::Context {
@@ -108,9 +159,6 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
     }
     cancel.cancelled().await;
     while running.join_next().await.is_some() {}
-    tasks.close();
-    tasks.wait().await;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub struct Cluster {
     pub server: TestApiserver,
     pub client: kube::Client,
-    cm: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    cms: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     kubelet: Option<(CancellationToken, JoinHandle<()>)>,
     // A failing test drops everything with the runtime; etcd is killed by its own Drop.
     _etcd: Etcd,
@@ -36,7 +36,7 @@ impl Cluster {
         let etcd = Etcd::start();
         let server = TestApiserver::start(&etcd.endpoint).await;
         let client = rkube_controller_manager::client(Some(&server.kubeconfig())).await.expect("client");
-        Cluster { server, client, cm: None, kubelet: None, _etcd: etcd }
+        Cluster { server, client, cms: Vec::new(), kubelet: None, _etcd: etcd }
     }
 
     /// Starts the controller-manager with `extra` flags on top of the kubeconfig and a free
@@ -54,11 +54,13 @@ impl Cluster {
         let opts = rkube_controller_manager::Options::parse_from(args);
         let cancel = self.server.cancel.child_token();
         let handle = tokio::spawn(rkube_controller_manager::run(opts, cancel.clone()));
-        self.cm = Some((cancel, handle));
+        self.cms.push((cancel, handle));
     }
 
+    /// Stops the oldest running controller-manager.
     pub async fn stop_controller_manager(&mut self) {
-        if let Some((cancel, handle)) = self.cm.take() {
+        if !self.cms.is_empty() {
+            let (cancel, handle) = self.cms.remove(0);
             cancel.cancel();
             let _ = handle.await;
         }
@@ -97,7 +99,9 @@ impl Cluster {
     }
 
     pub async fn stop(mut self) {
-        self.stop_controller_manager().await;
+        while !self.cms.is_empty() {
+            self.stop_controller_manager().await;
+        }
         if let Some((cancel, handle)) = self.kubelet.take() {
             cancel.cancel();
             let _ = handle.await;
