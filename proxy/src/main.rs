@@ -1,7 +1,9 @@
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let opts = rkube_proxy::Options::parse();
     component_base::logging::init(&opts.log_format);
-    rkube_proxy::run(opts)
+    let cancel = component_base::shutdown::signal_token();
+    rkube_proxy::run(opts, cancel).await
 }

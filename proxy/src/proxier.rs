@@ -1,0 +1,393 @@
+//! The sync loop: decides when to sync (changes, `--min-sync-period`, the `--sync-period` full
+//! resync, retries) and runs one render + one `iptables-restore` per sync. Upstream:
+//! `BoundedFrequencyRunner` + `syncProxyRules` in pkg/proxy/iptables/proxier.go.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::iptables::render::{self, RenderConfig};
+use crate::iptables::{chains_in_save, lines_around, Iptables, IptablesError};
+use crate::tracker::Tracker;
+
+/// upstream's kube-proxy metric names (pkg/proxy/metrics).
+#[derive(Debug)]
+pub struct Metrics {
+    pub sync_duration: Histogram,
+    pub partial_sync_duration: Histogram,
+    pub full_sync_duration: Histogram,
+    pub last_sync_timestamp: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub rules: Family<Vec<(String, String)>, Gauge>,
+    pub restore_failures: Counter,
+    pub partial_restore_failures: Counter,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let buckets = || Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let m = Metrics {
+            sync_duration: buckets(),
+            partial_sync_duration: buckets(),
+            full_sync_duration: buckets(),
+            last_sync_timestamp: Gauge::default(),
+            rules: Family::default(),
+            restore_failures: Counter::default(),
+            partial_restore_failures: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("kubeproxy");
+        r.register("sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds", m.sync_duration.clone());
+        r.register(
+            "sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs",
+            m.partial_sync_duration.clone(),
+        );
+        r.register(
+            "sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs",
+            m.full_sync_duration.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            m.last_sync_timestamp.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_iptables_total",
+            "Total number of iptables rules owned by kube-proxy",
+            m.rules.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_iptables_restore_failures",
+            "Cumulative proxy iptables restore failures",
+            m.restore_failures.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_iptables_partial_restore_failures",
+            "Cumulative proxy iptables partial restore failures",
+            m.partial_restore_failures.clone(),
+        );
+        m
+    }
+}
+
+/// What /healthz reports: the last successful sync.
+#[derive(Debug, Default)]
+pub struct Health {
+    last_sync: Mutex<Option<SystemTime>>,
+}
+
+impl Health {
+    pub fn last_sync(&self) -> Option<SystemTime> {
+        *self.last_sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn record(&self, t: SystemTime) {
+        *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub min_sync_period: Duration,
+    pub sync_period: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("ensuring the jump rules: {0}")]
+    Jumps(#[source] IptablesError),
+    #[error("reading the nat table: {0}")]
+    Save(#[source] IptablesError),
+    #[error("iptables-restore: {0}")]
+    Restore(#[source] IptablesError),
+}
+
+/// Owns the state one sync leaves for the next.
+pub struct Proxier<I> {
+    ipt: I,
+    cfg: RenderConfig,
+    tracker: Arc<Mutex<Tracker>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    need_full: bool,
+    /// Per-service nat chains the kernel holds after the last successful restore.
+    active_chains: BTreeSet<String>,
+}
+
+impl<I: Iptables> Proxier<I> {
+    pub fn new(
+        ipt: I,
+        cfg: RenderConfig,
+        tracker: Arc<Mutex<Tracker>>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Self {
+        Proxier { ipt, cfg, tracker, metrics, health, need_full: true, active_chains: BTreeSet::new() }
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        // Tracker updates are single map operations; a poisoned lock still holds a usable state.
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One sync. A full sync re-renders everything (and repairs jump rules and stale chains
+    /// found in the kernel); otherwise only the services changed since the last sync get
+    /// their chains rewritten. Returns false when there was nothing to do.
+    pub async fn sync(&mut self, force_full: bool) -> Result<bool, SyncError> {
+        let full = force_full || self.need_full;
+        let changed = self.tracker().take_changed();
+        if !full && changed.is_empty() {
+            return Ok(false);
+        }
+        let start = Instant::now();
+        // Until a sync succeeds, the kernel state is unknown: the next one must be full.
+        self.need_full = true;
+        let existing = if full {
+            self.ipt.ensure_jump_rules().await.map_err(SyncError::Jumps)?;
+            let saved = self.ipt.save("nat").await.map_err(SyncError::Save)?;
+            let mut existing = chains_in_save(&saved);
+            existing.extend(self.active_chains.iter().cloned());
+            existing
+        } else {
+            self.active_chains.clone()
+        };
+        let rendered = {
+            let t = self.tracker();
+            render::render(&self.cfg, &t, (!full).then_some(&changed), &existing)
+        };
+        if let Err(e) = self.ipt.restore(&rendered.text, true).await {
+            self.metrics.restore_failures.inc();
+            if !full {
+                self.metrics.partial_restore_failures.inc();
+            }
+            match e.line() {
+                Some(line) => {
+                    tracing::error!(error = %e, rules = %lines_around(&rendered.text, line, 3), "iptables-restore failed")
+                }
+                None => tracing::error!(error = %e, "iptables-restore failed"),
+            }
+            return Err(SyncError::Restore(e));
+        }
+        self.need_full = false;
+        self.active_chains = rendered.active_nat_chains;
+        let elapsed = start.elapsed().as_secs_f64();
+        self.metrics.sync_duration.observe(elapsed);
+        if full { &self.metrics.full_sync_duration } else { &self.metrics.partial_sync_duration }.observe(elapsed);
+        let now = SystemTime::now();
+        self.metrics
+            .last_sync_timestamp
+            .set(now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default());
+        for (table, n) in [("nat", rendered.nat_rules), ("filter", rendered.filter_rules)] {
+            self.metrics.rules.get_or_create(&vec![("table".to_string(), table.to_string())]).set(n as i64);
+        }
+        self.health.record(now);
+        tracing::debug!(full, services = changed.len(), seconds = elapsed, "synced iptables rules");
+        Ok(true)
+    }
+
+    /// Syncs until `cancel`: after `synced` turns true (both informers listed), whenever
+    /// `changes` is notified but at most once per `min_sync_period`, and fully every
+    /// `sync_period`. A failed sync is retried, as a full sync, after `min_sync_period`.
+    pub async fn run(
+        mut self,
+        changes: Arc<Notify>,
+        mut synced: watch::Receiver<bool>,
+        timing: Timing,
+        cancel: CancellationToken,
+    ) {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = synced.wait_for(|s| *s) => if r.is_err() { return },
+        }
+        let mut next_full = Instant::now();
+        let mut last_sync: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = changes.notified() => {}
+                _ = tokio::time::sleep_until(next_full) => {}
+            }
+            if let Some(last) = last_sync {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(last + timing.min_sync_period) => {}
+                }
+            }
+            let now = Instant::now();
+            let full_due = now >= next_full;
+            match self.sync(full_due).await {
+                Ok(false) => continue,
+                Ok(true) => {
+                    if full_due {
+                        next_full = now + timing.sync_period;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?timing.min_sync_period, "sync failed; retrying with a full sync");
+                    next_full = now + timing.min_sync_period;
+                }
+            }
+            last_sync = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iptables::{Call, Fake};
+    use crate::tracker::testutil::{service, slice};
+
+    struct Harness {
+        fake: Fake,
+        tracker: Arc<Mutex<Tracker>>,
+        changes: Arc<Notify>,
+        synced: watch::Sender<bool>,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    const TIMING: Timing = Timing { min_sync_period: Duration::from_secs(1), sync_period: Duration::from_secs(30) };
+
+    fn start() -> Harness {
+        let fake = Fake::new();
+        let tracker = Arc::new(Mutex::new(Tracker::new()));
+        let metrics = Arc::new(Metrics::new(&mut Registry::default()));
+        let cfg = RenderConfig { node_name: "node1".into(), ..Default::default() };
+        let p = Proxier::new(fake.clone(), cfg, tracker.clone(), metrics, Arc::new(Health::default()));
+        let changes = Arc::new(Notify::new());
+        let (synced, rx) = watch::channel(false);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(p.run(changes.clone(), rx, TIMING, cancel.clone()));
+        Harness { fake, tracker, changes, synced, cancel, task }
+    }
+
+    impl Harness {
+        fn add_service(&self, n: u32) {
+            let mut t = self.tracker.lock().expect("tracker");
+            let name = format!("svc{n}");
+            t.apply_service(&service("ns", &name, &format!("172.30.0.{n}"), &[("p", 80)]));
+            t.apply_slice(&slice("ns", &name, &name, ("p", Some(80)), &[("10.180.0.1", "node1", true, true, false)]));
+            drop(t);
+            self.changes.notify_one();
+        }
+
+        async fn stop(self) {
+            self.cancel.cancel();
+            self.task.await.expect("sync loop");
+        }
+    }
+
+    /// Lets the loop run everything that is ready at the current (paused) instant.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_syncs_before_the_informers_have_listed() {
+        let h = start();
+        h.add_service(1);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        settle().await;
+        assert!(h.fake.calls().is_empty());
+        h.synced.send_replace(true);
+        settle().await;
+        assert_eq!(h.fake.calls()[..2], [Call::EnsureJumpRules, Call::Save { table: "nat".into() }]);
+        assert_eq!(h.fake.restores().len(), 1);
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_restore_per_sync_and_none_without_changes() {
+        let h = start();
+        h.synced.send_replace(true);
+        settle().await;
+        assert_eq!(h.fake.restores().len(), 1, "the initial full sync");
+        // A notification without a tracked change (a status-only update) restores nothing.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        h.changes.notify_one();
+        settle().await;
+        assert_eq!(h.fake.restores().len(), 1);
+        // Three changes before the next sync make one restore, a partial one with all three.
+        h.add_service(1);
+        h.add_service(2);
+        h.add_service(3);
+        settle().await;
+        let restores = h.fake.restores();
+        assert_eq!(restores.len(), 2);
+        for n in 1..=3 {
+            assert!(restores[1].contains(&format!("\"ns/svc{n}:p cluster IP\"")), "{}", restores[1]);
+        }
+        assert!(h.fake.calls().iter().all(|c| !matches!(c, Call::Restore { noflush: false, .. })));
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn syncs_are_at_least_min_sync_period_apart() {
+        let h = start();
+        h.synced.send_replace(true);
+        settle().await;
+        h.add_service(1);
+        settle().await;
+        assert_eq!(h.fake.restores().len(), 1, "a change right after a sync waits for --min-sync-period");
+        tokio::time::advance(Duration::from_millis(999)).await;
+        settle().await;
+        assert_eq!(h.fake.restores().len(), 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(h.fake.restores().len(), 2);
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_resync_every_sync_period() {
+        let h = start();
+        h.synced.send_replace(true);
+        settle().await;
+        let saves = |f: &Fake| f.calls().iter().filter(|c| matches!(c, Call::Save { .. })).count();
+        assert_eq!((h.fake.restores().len(), saves(&h.fake)), (1, 1));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        settle().await;
+        assert_eq!(h.fake.restores().len(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        // Nothing changed, but the periodic full sync restores (and re-reads the kernel) anyway.
+        assert_eq!((h.fake.restores().len(), saves(&h.fake)), (2, 2));
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_restore_is_retried_as_a_full_sync() {
+        let h = start();
+        h.synced.send_replace(true);
+        settle().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        h.fake.fail_next_restores(1);
+        h.add_service(1);
+        settle().await;
+        // The partial restore failed ...
+        assert_eq!(h.fake.restores().len(), 2);
+        let saves_before = h.fake.calls().iter().filter(|c| matches!(c, Call::Save { .. })).count();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        // ... so after --min-sync-period a full one (jump rules + save + restore) follows,
+        // without any new change.
+        let restores = h.fake.restores();
+        assert_eq!(restores.len(), 3);
+        assert!(restores[2].contains("\"ns/svc1:p cluster IP\""));
+        let saves_after = h.fake.calls().iter().filter(|c| matches!(c, Call::Save { .. })).count();
+        assert_eq!(saves_after, saves_before + 1);
+        h.stop().await;
+    }
+}
