@@ -1,0 +1,239 @@
+//! The rendered rules in a real kernel: a private network namespace (198.18.0.0/15 addresses
+//! only, no default route), the real iptables-restore/-save inside it, a TCP server behind a
+//! ClusterIP, a service without endpoints refusing at once, and a deleted service's chains
+//! going away in a partial sync. Needs root; skips with a message otherwise. The root
+//! namespace's tables are never touched: every iptables command runs under `ip netns exec`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use prometheus_client::registry::Registry;
+use rkube_proxy::iptables::render::{svc_chain, RenderConfig};
+use rkube_proxy::iptables::{Iptables, Real};
+use rkube_proxy::proxier::{Health, Metrics, Proxier};
+use rkube_proxy::tracker::{ServiceKey, ServicePortName, Tracker, SERVICE_NAME_LABEL};
+
+const ENDPOINT_IP: &str = "198.18.200.2";
+const CLIENT_IP: &str = "198.18.200.1";
+const WEB_VIP: &str = "198.19.200.10";
+const EMPTY_VIP: &str = "198.19.200.11";
+
+/// A network namespace deleted on drop, even when the test fails.
+struct Netns {
+    name: String,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    anyhow::ensure!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+impl Netns {
+    fn create() -> anyhow::Result<Netns> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+        let name = format!("rkp-{}-{nanos:x}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        let n = ns.name.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        // Both ends of the veth stay inside the namespace: it only gives the addresses a
+        // link with carrier (this kernel has no dummy driver).
+        ip(&["-n", n, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"])?;
+        ip(&["-n", n, "link", "set", "veth1", "up"])?;
+        ip(&["-n", n, "addr", "add", &format!("{CLIENT_IP}/24"), "dev", "veth0"])?;
+        ip(&["-n", n, "addr", "add", &format!("{ENDPOINT_IP}/24"), "dev", "veth0"])?;
+        ip(&["-n", n, "link", "set", "veth0", "up"])?;
+        // The service range needs a route for the first packet to leave OUTPUT (where the DNAT
+        // happens); the client address is pinned so it differs from the endpoint's.
+        ip(&["-n", n, "route", "add", "198.19.200.0/24", "dev", "veth0", "src", CLIENT_IP])?;
+        Ok(ns)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.name))?;
+        let h = std::thread::spawn(move || -> std::io::Result<T> {
+            rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))?;
+            Ok(f())
+        });
+        h.join().map_err(|_| anyhow::anyhow!("netns thread panicked"))?.map_err(Into::into)
+    }
+
+    fn save(&self, table: &str) -> anyhow::Result<String> {
+        let out = Command::new("ip").args(["netns", "exec", &self.name, "iptables-save", "-t", table]).output()?;
+        anyhow::ensure!(out.status.success(), "iptables-save: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("deleting netns {}: {e}", self.name);
+        }
+    }
+}
+
+/// A TCP server answering "hi\n", stopped on drop.
+struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start_server(ns: &Netns, addr: SocketAddr) -> anyhow::Result<Server> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file = std::fs::File::open(format!("/run/netns/{}", ns.name))?;
+    let thread = std::thread::spawn(move || {
+        let listener =
+            rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+                .map_err(std::io::Error::from)
+                .and_then(|_| TcpListener::bind(addr))
+                .and_then(|l| l.set_nonblocking(true).map(|_| l));
+        let listener = match listener {
+            Ok(l) => {
+                let _ = tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        while !stop2.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.write_all(b"hi\n");
+                }
+                // Nonblocking accept: poll the stop flag between connections.
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))??;
+    Ok(Server { stop, thread: Some(thread) })
+}
+
+fn service(name: &str, ip: &str) -> Service {
+    Service {
+        metadata: ObjectMeta { namespace: Some("default".into()), name: Some(name.into()), ..Default::default() },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            cluster_ip: Some(ip.into()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn web_slice() -> EndpointSlice {
+    EndpointSlice {
+        metadata: ObjectMeta {
+            namespace: Some("default".into()),
+            name: Some("web-abc".into()),
+            labels: Some([(SERVICE_NAME_LABEL.to_string(), "web".to_string())].into()),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: vec![Endpoint { addresses: vec![ENDPOINT_IP.into()], ..Default::default() }],
+        ports: Some(vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(8080),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+    }
+}
+
+#[tokio::test]
+async fn clusterip_reaches_endpoint_rejects_without_endpoints_and_deleted_chains_go() -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root (network namespaces and iptables)");
+        return Ok(());
+    }
+    let ns = Netns::create()?;
+    let _server = start_server(&ns, format!("{ENDPOINT_IP}:8080").parse()?)?;
+
+    let tracker = Arc::new(Mutex::new(Tracker::new()));
+    {
+        let mut t = tracker.lock().expect("tracker");
+        t.apply_service(&service("web", WEB_VIP));
+        t.apply_slice(&web_slice());
+        t.apply_service(&service("empty", EMPTY_VIP));
+    }
+    let prefix = vec!["ip".to_string(), "netns".into(), "exec".into(), ns.name.clone()];
+    let ipt = Real::detect(prefix).await;
+    let cfg =
+        RenderConfig { node_name: "node1".into(), cluster_cidr: Some("198.18.0.0/16".into()), ..Default::default() };
+    let metrics = Arc::new(Metrics::new(&mut Registry::default()));
+    let mut proxier = Proxier::new(ipt.clone(), cfg, tracker.clone(), metrics, Arc::new(Health::default()));
+    proxier.sync(true).await?;
+
+    // Through the ClusterIP to the server.
+    let answer = ns.run(|| -> std::io::Result<String> {
+        let addr: SocketAddr = format!("{WEB_VIP}:80").parse().expect("address");
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf)
+    })??;
+    assert_eq!(answer, "hi\n");
+
+    // No endpoints: REJECT, so the client sees "connection refused" at once, not a timeout.
+    let (kind, took) = ns.run(|| {
+        let addr: SocketAddr = format!("{EMPTY_VIP}:80").parse().expect("address");
+        let start = Instant::now();
+        let r = TcpStream::connect_timeout(&addr, Duration::from_secs(3));
+        (r.err().map(|e| e.kind()), start.elapsed())
+    })?;
+    assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused));
+    assert!(took < Duration::from_secs(1), "refusal took {took:?}");
+
+    let web_chain =
+        svc_chain(&ServicePortName { service: ServiceKey::new("default", "web"), port: "http".into() }, "tcp");
+    let nat = ns.save("nat")?;
+    assert!(nat.contains(&format!(":{web_chain}")), "{nat}");
+    assert!(nat.contains("-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"), "{nat}");
+
+    // A partial sync after the delete removes the service's chains and nothing else.
+    tracker.lock().expect("tracker").delete_service(&ServiceKey::new("default", "web"));
+    proxier.sync(false).await?;
+    let nat = ns.save("nat")?;
+    assert!(!nat.contains(&web_chain), "{nat}");
+    assert!(!nat.contains("KUBE-SEP-"), "{nat}");
+    assert!(nat.contains(":KUBE-SERVICES"), "{nat}");
+    let filter = ns.save("filter")?;
+    assert!(filter.contains("\"default/empty:http has no endpoints\""), "{filter}");
+
+    // The restore input is rejected as a whole when one line is bad, and the error names it.
+    let err = ipt.restore("*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES --bogus\nCOMMIT\n", true).await;
+    let err = err.expect_err("a bad rule must fail");
+    assert_eq!(err.line(), Some(3), "{err}");
+    Ok(())
+}
