@@ -660,12 +660,22 @@ async fn bring_up(
 
     if st.components.kubelet {
         let want: BTreeSet<String> = st.nodes.iter().map(|n| n.spec.name.clone()).collect();
+        // a kubelet started just now must report afresh (its Node still says Ready from before
+        // a stop); one that was already running (start on a running cluster) need not
+        let restarted: BTreeSet<String> = started
+            .0
+            .iter()
+            .filter(|(p, _)| p.component == Component::Kubelet)
+            .filter_map(|(p, _)| p.node.clone())
+            .collect();
         progress.step(&format!("Waiting for {} node(s) to be Ready", want.len()));
         let deadline = Instant::now() + wait;
         loop {
             started.check()?;
-            if let Ok(ready) = ready_nodes(&client, since).await {
-                if want.is_subset(&ready) {
+            let fresh = ready_nodes(&client, since).await;
+            let any = ready_nodes(&client, i64::MIN).await;
+            if let (Ok(fresh), Ok(any)) = (fresh, any) {
+                if want.iter().all(|n| if restarted.contains(n) { fresh.contains(n) } else { any.contains(n) }) {
                     break;
                 }
             }

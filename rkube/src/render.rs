@@ -417,6 +417,7 @@ pub fn control_plane(state: &ClusterState, paths: &Paths) -> Vec<ProcSpec> {
                 s(&paths.kubeconfig_for("controller-manager")),
                 "--bind-address".to_owned(),
                 format!("127.0.0.1:{}", state.controller_manager_port),
+                "--leader-elect=false".to_owned(),
             ],
         ));
     }
@@ -616,7 +617,7 @@ mod tests {
         let sched = control_plane(&st, &paths)[3].argv.join(" ");
         assert!(sched.ends_with("--port 40003 --leader-elect=false"), "{sched}");
         let cm = control_plane(&st, &paths)[4].argv.join(" ");
-        assert!(cm.ends_with("--bind-address 127.0.0.1:40004"), "{cm}");
+        assert!(cm.ends_with("--bind-address 127.0.0.1:40004 --leader-elect=false"), "{cm}");
         let node = node_processes(&st, &paths, &st.nodes[0]);
         assert_eq!(node.iter().map(|p| p.component).collect::<Vec<_>>(), [Component::Containerd, Component::Kubelet]);
         let kubelet = node[1].argv.join(" ");

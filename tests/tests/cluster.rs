@@ -1,7 +1,7 @@
 //! End to end: real local clusters made by `rkube`, the real kubectl, and nothing left behind.
 //! Checks that need a component that does not exist yet print `GATED ...` and are skipped.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,14 +13,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// GET / on 127.0.0.1:port (a kubectl port-forward); the body.
+/// `curl http://127.0.0.1:<port>/` (a kubectl port-forward), as the README's tour does.
 fn http_get_local(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(s, "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+    let out =
+        Command::new("curl").args(["-s", "--max-time", "3", &format!("http://127.0.0.1:{port}/")]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Runs `kubectl port-forward <target> <local>:80` and returns what GET / answers.
@@ -406,8 +403,62 @@ fn readme_tour() {
     });
     c.kubectl_ok(&["set", "image", "deployment/nginx", "nginx=nginx:1.22"]);
     c.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=90s"]);
-    let images =
-        c.kubectl_ok(&["get", "pods", "-l", "app=nginx", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
-    assert!(images.split_whitespace().all(|i| i == "nginx:1.22"), "{images}");
+    // rollout status is done when the new ReplicaSet is available; old pods may still be
+    // terminating for a moment
+    c.wait_kubectl(
+        "only nginx:1.22 pods",
+        POD_WAIT,
+        &["get", "pods", "-l", "app=nginx", "-o", "jsonpath={.items[*].spec.containers[0].image}"],
+        |s| s.split_whitespace().count() == 5 && s.split_whitespace().all(|i| i == "nginx:1.22"),
+    );
+    c.delete_and_check();
+}
+
+/// Every file in manifests/examples applies on a fresh cluster; what runs depends on which
+/// controllers exist (see manifests/examples/README.md).
+#[test]
+fn examples_apply() {
+    const T: &str = "examples_apply";
+    let mut c = TestCluster::create("e2ex", 2, &[]);
+    let dir = workspace_root().join("manifests/examples");
+    for f in ["nginx.yaml", "statefulset.yaml", "daemonset.yaml", "job.yaml", "cronjob.yaml", "configmap-secret.yaml"] {
+        c.kubectl_ok(&["apply", "-f", dir.join(f).to_str().unwrap()]);
+    }
+    for (kind, name) in [
+        ("deployment", "nginx"),
+        ("service", "nginx"),
+        ("service", "nginx-nodeport"),
+        ("service", "web"),
+        ("statefulset", "web"),
+        ("daemonset", "node-agent"),
+        ("job", "sum"),
+        ("cronjob", "tick"),
+        ("configmap", "app-config"),
+        ("secret", "app-secret"),
+    ] {
+        c.kubectl_ok(&["get", kind, name]);
+    }
+    if implemented("rkube-kubelet") && implemented("rkube-scheduler") {
+        // ConfigMap and Secret as env vars and as files
+        let logs =
+            c.wait_kubectl("config-demo output", POD_WAIT, &["logs", "config-demo"], |l| l.contains("color=blue"));
+        assert!(logs.contains("hello s3cr3t") && logs.contains("size=3"), "{logs}");
+        c.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=90s"]);
+        // a Job controller, if there is one, completes the Job
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut succeeded = false;
+        while Instant::now() < deadline && !succeeded {
+            succeeded = c.kubectl_ok(&["get", "job", "sum", "-o", "jsonpath={.status.succeeded}"]).trim() == "1";
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        if succeeded {
+            let logs = c.kubectl_ok(&["logs", "job/sum"]);
+            assert_eq!(logs.trim(), "10");
+        } else {
+            gated(T, "the Job running to completion", "no Job controller set status.succeeded within 20 s");
+        }
+    } else {
+        gated(T, "running the examples' pods", "rkube-kubelet and rkube-scheduler are needed");
+    }
     c.delete_and_check();
 }
