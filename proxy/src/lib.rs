@@ -141,8 +141,15 @@ fn in_net(ip: std::net::Ipv4Addr, net: std::net::Ipv4Addr, bits: u8) -> bool {
     u32::from(ip) & mask == u32::from(net) & mask
 }
 
-/// Runs the proxy until `cancel`.
+/// Runs the proxy until `cancel`, on the node's iptables backend.
 pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()> {
+    let ipt = iptables::Real::detect(Vec::new()).await;
+    tracing::info!(backend = ?ipt.backend(), "iptables backend");
+    run_with(opts, ipt, cancel).await
+}
+
+/// `run` with the `Iptables` implementation injected (tests pass the recording fake).
+pub async fn run_with<I: iptables::Iptables>(opts: Options, ipt: I, cancel: CancellationToken) -> anyhow::Result<()> {
     anyhow::ensure!(
         opts.proxy_mode == "iptables",
         "--proxy-mode {:?} is not supported (only iptables)",
@@ -172,8 +179,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
         nodeport_ips,
     };
     let client = client(opts.kubeconfig.as_deref()).await?;
-    let ipt = iptables::Real::detect(Vec::new()).await;
-    tracing::info!(node = %node, backend = ?ipt.backend(), "starting rkube-proxy in iptables mode");
+    tracing::info!(node = %node, "starting rkube-proxy in iptables mode");
 
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(proxier::Metrics::new(&mut registry));
