@@ -102,9 +102,13 @@ pub fn set_rs_replicas(rs: &mut ReplicaSet, n: i32) {
     rs.spec.get_or_insert_with(Default::default).replicas = Some(n);
 }
 
+/// (replicas, ready, available) from the ReplicaSet's status. Available is capped at the
+/// ReplicaSet's size: after a scale-down the status still counts the pods whose deletion is in
+/// flight, and counting them would let the next step take away more than maxUnavailable
+/// allows (upstream trusts the status here and can overshoot on a lagging one).
 pub fn rs_status(rs: &ReplicaSet) -> (i32, i32, i32) {
     let s = rs.status.clone().unwrap_or_default();
-    (s.replicas, s.ready_replicas.unwrap_or(0), s.available_replicas.unwrap_or(0))
+    (s.replicas, s.ready_replicas.unwrap_or(0), s.available_replicas.unwrap_or(0).min(rs_replicas(rs)))
 }
 
 pub fn is_rolling(d: &Deployment) -> bool {
@@ -580,6 +584,12 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn available_never_counts_pods_beyond_the_size() {
+        let r = rs("old", 8, 10, 1, None);
+        assert_eq!(rs_status(&r).2, 8, "two of the ten are being deleted");
     }
 
     #[test]
