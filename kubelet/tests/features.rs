@@ -11,6 +11,10 @@
 //! - a 20 MiB memory limit kills a process allocating 100 MiB: terminated with OOMKilled;
 //! - a failing liveness probe restarts the container, with the Killing event;
 //! - a failing readiness probe keeps the pod Running but not Ready;
+//! - an image that does not exist: ErrImagePull, then ImagePullBackOff, with upstream's events;
+//!   a command that is not in the image: the runtime's message in a Failed event;
+//! - postStart and preStop hooks run (they write to a hostPath the test reads);
+//! - a hostPort answers on the node (CNI portmap, asked on the node's loopback);
 //! - after teardown nothing is left on the machine.
 
 mod support;
@@ -142,6 +146,32 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     }))?;
     pods.create(&PostParams::default(), &unready).await?;
 
+    // ---- bad input: a missing image, a missing command ----
+    let noimage: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "noimage"},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox:does-not-exist"}]},
+    }))?;
+    pods.create(&PostParams::default(), &noimage).await?;
+    let badcmd: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "badcmd"},
+        "spec": {"nodeName": node, "restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": "busybox:1.36", "command": ["/no/such/binary"]}]},
+    }))?;
+    pods.create(&PostParams::default(), &badcmd).await?;
+
+    // ---- hooks and a hostPort ----
+    let hooks_dir = cluster.node.dir.join("hooks");
+    let hooks: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "hooks"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 5, "containers": [{"name": "web", "image": "nginx:1.25",
+            "ports": [{"containerPort": 80, "hostPort": 18080}],
+            "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo post > /h/post"]}},
+                          "preStop": {"exec": {"command": ["sh", "-c", "echo pre > /h/pre"]}}},
+            "volumeMounts": [{"name": "h", "mountPath": "/h"}]}],
+            "volumes": [{"name": "h", "hostPath": {"path": hooks_dir.to_string_lossy(), "type": "DirectoryOrCreate"}}]},
+    }))?;
+    pods.create(&PostParams::default(), &hooks).await?;
+
     wait_for("vols Running", WAIT, || async {
         let p = pods.get("vols").await.ok()?;
         (p.status?.phase.as_deref() == Some("Running")).then_some(())
@@ -219,8 +249,57 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     let evs = events_of(&client, "unready").await;
     assert!(evs.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Readiness probe failed:")), "{evs:?}");
 
+    // ---- bad input is reported as upstream does ----
+    wait_for("noimage in ImagePullBackOff", WAIT, || async {
+        let p = pods.get("noimage").await.ok()?;
+        let w = container_status(&p, "c")?.state?.waiting?;
+        (w.reason.as_deref() == Some("ImagePullBackOff")).then_some(())
+    })
+    .await?;
+    let evs = events_of(&client, "noimage").await;
+    for (reason, prefix) in [
+        ("Pulling", "Pulling image \"busybox:does-not-exist\""),
+        ("Failed", "Failed to pull image \"busybox:does-not-exist\": "),
+        ("Failed", "Error: ErrImagePull"),
+        ("BackOff", "Back-off pulling image \"busybox:does-not-exist\""),
+    ] {
+        assert!(evs.iter().any(|(r, m)| r == reason && m.starts_with(prefix)), "{reason} {prefix}: {evs:?}");
+    }
+    let failed = wait_for("badcmd Failed event", WAIT, || async {
+        events_of(&client, "badcmd").await.into_iter().find(|(r, m)| r == "Failed" && m.contains("/no/such/binary"))
+    })
+    .await?;
+    assert!(failed.1.starts_with("Error: "), "{failed:?}");
+
+    // ---- hooks and hostPort ----
+    wait_for("hooks Running", WAIT, || async {
+        let p = pods.get("hooks").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await?;
+    assert_eq!(std::fs::read_to_string(hooks_dir.join("post"))?, "post\n", "postStart ran");
+    // From inside the node to its loopback: portmap DNATs (and masquerades) it to the pod. The
+    // harness's pods have no default route, so a client outside the pod subnet without that
+    // masquerade would get no answer.
+    let url = "http://127.0.0.1:18080/".to_string();
+    let node = &cluster.node;
+    let body = wait_for("nginx on the hostPort", WAIT, || {
+        let out = node.command("timeout").args(["5", "wget", "-q", "-O-", &url]).output();
+        async move {
+            let out = out.ok()?;
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    })
+    .await?;
+    assert!(body.contains("nginx") || body.contains("<html"), "{body}");
+    pods.delete("hooks", &Default::default()).await?;
+    wait_for("preStop ran", WAIT, || async {
+        std::fs::read_to_string(hooks_dir.join("pre")).ok().filter(|s| s == "pre\n")
+    })
+    .await?;
+
     // Deleting the pods tears their volumes down (tmpfs unmounted, directories removed).
-    for name in ["vols", "late", "live", "unready", "oom", "token"] {
+    for name in ["vols", "late", "live", "unready", "oom", "token", "noimage", "badcmd"] {
         pods.delete(name, &Default::default()).await?;
     }
     let pods_dir = cluster.node.dir.join("kubelet/pods");
