@@ -1,6 +1,6 @@
 //! The rendered rules in a real kernel: a private network namespace (198.18.0.0/15 addresses
 //! only, no default route), the real iptables-restore/-save inside it, a TCP server behind a
-//! ClusterIP, a service without endpoints refusing at once, and a deleted service's chains
+//! ClusterIP and a node port, a service without endpoints refusing at once, and a deleted service's chains
 //! going away in a partial sync. Needs root; skips with a message otherwise. The root
 //! namespace's tables are never touched: every iptables command runs under `ip netns exec`.
 
@@ -25,6 +25,7 @@ const ENDPOINT_IP: &str = "198.18.200.2";
 const CLIENT_IP: &str = "198.18.200.1";
 const WEB_VIP: &str = "198.19.200.10";
 const EMPTY_VIP: &str = "198.19.200.11";
+const NODE_PORT: i32 = 30080;
 
 /// A network namespace deleted on drop, even when the test fails.
 struct Netns {
@@ -133,16 +134,17 @@ fn start_server(ns: &Netns, addr: SocketAddr) -> anyhow::Result<Server> {
     Ok(Server { stop, thread: Some(thread) })
 }
 
-fn service(name: &str, ip: &str) -> Service {
+fn service(name: &str, ip: &str, node_port: Option<i32>) -> Service {
     Service {
         metadata: ObjectMeta { namespace: Some("default".into()), name: Some(name.into()), ..Default::default() },
         spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
+            type_: Some(if node_port.is_some() { "NodePort" } else { "ClusterIP" }.into()),
             cluster_ip: Some(ip.into()),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: 80,
                 protocol: Some("TCP".into()),
+                node_port,
                 ..Default::default()
             }]),
             ..Default::default()
@@ -182,9 +184,9 @@ async fn clusterip_reaches_endpoint_rejects_without_endpoints_and_deleted_chains
     let tracker = Arc::new(Mutex::new(Tracker::new()));
     {
         let mut t = tracker.lock().expect("tracker");
-        t.apply_service(&service("web", WEB_VIP));
+        t.apply_service(&service("web", WEB_VIP, Some(NODE_PORT)));
         t.apply_slice(&web_slice());
-        t.apply_service(&service("empty", EMPTY_VIP));
+        t.apply_service(&service("empty", EMPTY_VIP, None));
     }
     let prefix = vec!["ip".to_string(), "netns".into(), "exec".into(), ns.name.clone()];
     let ipt = Real::detect(prefix).await;
@@ -194,16 +196,19 @@ async fn clusterip_reaches_endpoint_rejects_without_endpoints_and_deleted_chains
     let mut proxier = Proxier::new(ipt.clone(), cfg, tracker.clone(), metrics, Arc::new(Health::default()));
     proxier.sync(true).await?;
 
-    // Through the ClusterIP to the server.
-    let answer = ns.run(|| -> std::io::Result<String> {
-        let addr: SocketAddr = format!("{WEB_VIP}:80").parse().expect("address");
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        Ok(buf)
-    })??;
-    assert_eq!(answer, "hi\n");
+    // Through the ClusterIP, and through the node port on the node's own address, to the
+    // server (which listens on another port: only the DNAT gets there).
+    for target in [format!("{WEB_VIP}:80"), format!("{CLIENT_IP}:{NODE_PORT}")] {
+        let answer = ns.run(move || -> std::io::Result<String> {
+            let addr: SocketAddr = target.parse().expect("address");
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf)?;
+            Ok(buf)
+        })??;
+        assert_eq!(answer, "hi\n");
+    }
 
     // No endpoints: REJECT, so the client sees "connection refused" at once, not a timeout.
     let (kind, took) = ns.run(|| {
