@@ -188,7 +188,21 @@ pub fn runtime_health(status: &runtime::api::StatusResponse) -> RuntimeHealth {
     RuntimeHealth::Ready
 }
 
-/// Polls the runtime: its health into `health`, its version into the node facts.
+/// The Node's `status.images` from the runtime's list: tags and digests, biggest first.
+pub fn node_images(images: &[runtime::api::Image]) -> Vec<nodestatus::NodeImage> {
+    let mut out: Vec<nodestatus::NodeImage> = images
+        .iter()
+        .map(|i| nodestatus::NodeImage {
+            names: i.repo_digests.iter().chain(i.repo_tags.iter()).cloned().collect(),
+            size_bytes: i.size,
+        })
+        .filter(|i| !i.names.is_empty())
+        .collect();
+    out.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then_with(|| a.names.cmp(&b.names)));
+    out
+}
+
+/// Polls the runtime: its health into `health`, its version and images into the node facts.
 async fn runtime_health_loop(
     rt: Arc<dyn ContainerRuntime>,
     health: watch::Sender<RuntimeHealth>,
@@ -206,6 +220,14 @@ async fn runtime_health_loop(
                 facts.send_if_modified(|f| {
                     let changed = f.runtime_version != version;
                     f.runtime_version = version.clone();
+                    changed
+                });
+            }
+            if let Ok(images) = rt.list_images(None).await {
+                let images = node_images(&images);
+                facts.send_if_modified(|f| {
+                    let changed = f.images != images;
+                    f.images = images.clone();
                     changed
                 });
             }
@@ -268,7 +290,13 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<(), RunErro
         },
         resync: Duration::from_secs(1),
     };
-    let state = Arc::new(server::State { runtime: rt.clone(), metrics, node_name: node_name.clone() });
+    let pod_writer = kube::runtime::reflector::store::Writer::default();
+    let state = Arc::new(server::State {
+        runtime: rt.clone(),
+        metrics,
+        node_name: node_name.clone(),
+        pods: pod_writer.as_reader(),
+    });
 
     let tracker = tokio_util::task::TaskTracker::new();
     tracker.spawn(runtime_health_loop(rt.clone(), health_tx, facts_tx, cancel.clone()));
@@ -281,7 +309,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<(), RunErro
         cancel.clone(),
     ));
     tracker.spawn(deps.run(cancel.clone()));
-    tracker.spawn(manager.run(cancel.clone()));
+    tracker.spawn(manager.run_with_store(pod_writer, cancel.clone()));
     tracker.spawn(server::serve(listener, tls, state, cancel.clone()));
     tracker.close();
     cancel.cancelled().await;
@@ -375,6 +403,21 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn node_images_are_biggest_first_with_digests_and_tags() {
+        let img = |tag: &str, size| runtime::api::Image {
+            id: format!("sha256:{tag}"),
+            repo_tags: vec![tag.to_string()],
+            repo_digests: vec![format!("{tag}@sha256:0")],
+            size,
+            ..Default::default()
+        };
+        let out = node_images(&[img("a:1", 10), img("b:1", 30), runtime::api::Image::default()]);
+        assert_eq!(out.len(), 2, "an image without names is left out");
+        assert_eq!(out[0].names, ["b:1@sha256:0", "b:1"]);
+        assert_eq!(out[1].size_bytes, 10);
     }
 
     #[test]

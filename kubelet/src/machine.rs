@@ -153,6 +153,7 @@ pub fn node_facts(opts: &Options) -> Result<NodeFacts, MachineError> {
         runtime_version: String::new(),
         boot_id: read("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default(),
         machine_id: read("/etc/machine-id").map(|s| s.trim().to_string()).unwrap_or_default(),
+        images: Vec::new(),
     })
 }
 

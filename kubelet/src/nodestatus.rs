@@ -36,7 +36,20 @@ pub struct NodeFacts {
     pub runtime_version: String,
     pub boot_id: String,
     pub machine_id: String,
+    /// Images on the node (repo tags and digests, size in bytes), biggest first as upstream
+    /// reports them; known once the runtime answers.
+    pub images: Vec<NodeImage>,
 }
+
+/// One entry of `status.images`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeImage {
+    pub names: Vec<String>,
+    pub size_bytes: u64,
+}
+
+/// upstream's `--node-status-max-images` default.
+pub const MAX_IMAGES: usize = 50;
 
 /// A taint as `--register-with-taints` gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +161,7 @@ pub fn node_status(f: &NodeFacts, health: &RuntimeHealth, now: &str, previous: O
             "kubeletVersion": crate::KUBELET_VERSION, "kubeProxyVersion": "",
             "operatingSystem": "linux", "architecture": arch(),
         },
+        "images": f.images.iter().take(MAX_IMAGES).map(|i| json!({"names": i.names, "sizeBytes": i.size_bytes})).collect::<Vec<_>>(),
         "conditions": [
             cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
             cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
@@ -282,6 +296,7 @@ mod tests {
             runtime_version: "containerd://1.6.20".into(),
             boot_id: "b".into(),
             machine_id: "m".into(),
+            images: vec![NodeImage { names: vec!["docker.io/library/busybox:1.36".into()], size_bytes: 1_000_000 }],
         }
     }
 
@@ -301,6 +316,7 @@ mod tests {
         assert_eq!(s["conditions"][3]["status"], "True");
         assert_eq!(s["capacity"]["cpu"], "2");
         assert_eq!(s["capacity"]["memory"], "25165824Ki");
+        assert_eq!(s["images"], json!([{"names": ["docker.io/library/busybox:1.36"], "sizeBytes": 1_000_000}]));
         let down = node_status(&facts(), &RuntimeHealth::Down("connection refused".into()), "t1", Some(&s));
         assert_eq!(down["conditions"][3]["status"], "False");
         assert_eq!(down["conditions"][3]["reason"], "KubeletNotReady");

@@ -11,6 +11,8 @@
 //! - the kubelet's server answers `/stats/summary` and `/healthz` to the apiserver's client
 //!   certificate and refuses a client without one;
 //! - a crashing container goes into CrashLoopBackOff with growing delays between restarts;
+//! - containerd stopped: the node goes NotReady with the runtime's reason, and Ready again with
+//!   the same containers once it is back;
 //! - SIGKILLing the kubelet and starting a new one restarts no container (same ids and restart
 //!   counts) and the new one carries on;
 //! - a deleted pod gets SIGTERM (its trap writes to a hostPath file and to its log, both read
@@ -182,6 +184,16 @@ async fn kubelet_get(cluster: &TestCluster, path: &str, with_cert: bool) -> Test
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// (name, container id, restart count) of each container.
+fn ids_of(p: &Pod) -> Vec<(String, String, i32)> {
+    pod_status(p)
+        .container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.name, c.container_id.unwrap_or_default(), c.restart_count))
+        .collect()
+}
+
 fn ipv4_in(ip: &str, cidr: &str) -> bool {
     let (net, len) = cidr.split_once('/').unwrap_or((cidr, "32"));
     let (Ok(ip), Ok(net), Ok(len)) =
@@ -203,6 +215,11 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
         let n = nodes.get_opt(&node_name).await.ok().flatten()?;
         let ready = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
         (ready.status == "True").then_some(())
+    })
+    .await?;
+    wait_for("the node's images", WAIT, || async {
+        let images = nodes.get(&node_name).await.ok()?.status?.images?;
+        images.iter().any(|i| i.names.iter().flatten().any(|n| n == "docker.io/library/busybox:1.36")).then_some(())
     })
     .await?;
     let node = nodes.get(&node_name).await?;
@@ -259,14 +276,7 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     // ---- a kubelet killed and started again restarts nothing ----
     let k33 = Arc::new(Kubectl::new(33, cluster.cert_dir()));
     let before = pods.get("app").await?;
-    let ids = |p: &Pod| -> Vec<(String, String, i32)> {
-        pod_status(p)
-            .container_statuses
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| (c.name, c.container_id.unwrap_or_default(), c.restart_count))
-            .collect()
-    };
+    let ids = ids_of;
     let ids_before = ids(&before);
     cluster.kill_kubelet();
     cluster.start_kubelet()?;
@@ -346,9 +356,42 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     assert!(app_stats["memory"]["workingSetBytes"].as_u64().is_some_and(|b| b > 0), "{app_stats}");
     assert!(app_stats["containers"].as_array().is_some_and(|c| c.len() == 2), "{app_stats}");
     assert_eq!(kubelet_get(cluster, "/healthz", true).await?, (200, "ok".to_string()));
+    let (code, body) = kubelet_get(cluster, "/pods", true).await?;
+    let list: serde_json::Value = serde_json::from_str(&body)?;
+    let names: Vec<&str> =
+        list["items"].as_array().into_iter().flatten().filter_map(|p| p["metadata"]["name"].as_str()).collect();
+    assert_eq!((code, names), (200, vec!["app", "crash"]), "{body}");
     let (code, metrics) = kubelet_get(cluster, "/metrics", true).await?;
     assert!(code == 200 && metrics.contains("kubelet_node_name"), "{metrics}");
     assert_eq!(kubelet_get(cluster, "/healthz", false).await?.0, 401);
+    // kubectl 1.30+ offered WebSocket first: containerd refused it (no v5.channel.k8s.io), the
+    // refusal went back unchanged, and kubectl fell back to SPDY (101).
+    let exec_codes: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("kubelet_http_requests_total") && l.contains("path=\"exec\""))
+        .collect();
+    assert!(exec_codes.iter().any(|l| l.contains("code=\"101\"")), "{exec_codes:?}");
+    assert!(exec_codes.iter().any(|l| l.contains("code=\"403\"") || l.contains("code=\"400\"")), "{exec_codes:?}");
+
+    // ---- the runtime down: the node goes NotReady with the reason, pods untouched; back: Ready ----
+    let ready_reason = |n: Node| -> Option<(String, String)> {
+        let c = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
+        Some((c.status, c.message.unwrap_or_default()))
+    };
+    let running_ids = ids_of(&pods.get("app").await?);
+    cluster.node.stop_containerd();
+    let why = wait_for("NotReady while containerd is down", WAIT, || async {
+        let (status, message) = ready_reason(nodes.get(&node_name).await.ok()?)?;
+        (status == "False").then_some(message)
+    })
+    .await?;
+    assert!(why.contains("container runtime"), "{why}");
+    cluster.node.spawn_containerd()?;
+    wait_for("Ready again", WAIT, || async {
+        (ready_reason(nodes.get(&node_name).await.ok()?)?.0 == "True").then_some(())
+    })
+    .await?;
+    assert_eq!(ids_of(&pods.get("app").await?), running_ids, "containers changed across a runtime restart");
 
     // ---- CrashLoopBackOff with growing delays, and --previous ----
     let crash_seen = wait_for("crash restarted twice and backing off", WAIT, || async {

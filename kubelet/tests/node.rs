@@ -31,6 +31,7 @@ fn facts() -> NodeFacts {
         runtime_version: "containerd://1.6.20".into(),
         boot_id: "boot".into(),
         machine_id: "machine".into(),
+        images: Vec::new(),
     }
 }
 

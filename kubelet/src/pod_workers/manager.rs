@@ -48,9 +48,14 @@ fn rfc3339_from_nanos(ns: i64) -> String {
 
 impl PodManager {
     pub async fn run(self, cancel: CancellationToken) {
+        self.run_with_store(Writer::default(), cancel).await
+    }
+
+    /// Like [`PodManager::run`], filling `writer`, whose readers (the server's `/pods`) see the
+    /// pods bound to this node.
+    pub async fn run_with_store(self, writer: Writer<Pod>, cancel: CancellationToken) {
         let api: Api<Pod> = Api::all(self.client.clone());
         let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node_name));
-        let writer: Writer<Pod> = Writer::default();
         let store = writer.as_reader();
         let wake = Arc::new(tokio::sync::Notify::new());
         let w = wake.clone();

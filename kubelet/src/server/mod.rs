@@ -107,6 +107,8 @@ pub struct State {
     pub runtime: Arc<dyn ContainerRuntime>,
     pub metrics: Metrics,
     pub node_name: String,
+    /// The pods bound to this node, as the pod loop's watch sees them (`/pods`).
+    pub pods: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
 }
 
 pub async fn bind(cfg: &ServerConfig) -> Result<TcpListener, ServerError> {
@@ -153,6 +155,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/stats/summary", get(stats_summary))
+        .route("/pods", get(pods))
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::container_logs))
         .route("/exec/{ns}/{pod}/{container}", any(streaming::exec))
         .route("/attach/{ns}/{pod}/{container}", any(streaming::attach))
@@ -180,6 +183,13 @@ async fn metrics(axum::extract::State(state): axum::extract::State<Arc<State>>) 
         return status_error(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed");
     }
     ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response()
+}
+
+/// upstream's `/pods`: a PodList of the pods this kubelet runs.
+async fn pods(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Response {
+    let mut items: Vec<_> = state.pods.state().iter().map(|p| p.as_ref().clone()).collect();
+    items.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
+    axum::Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})).into_response()
 }
 
 async fn stats_summary(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Response {
@@ -213,6 +223,7 @@ fn route_name(path: &str) -> &'static str {
     match first {
         "healthz" => "healthz",
         "metrics" => "metrics",
+        "pods" => "pods",
         "stats" => "stats",
         "containerLogs" => "containerLogs",
         "exec" => "exec",

@@ -268,9 +268,16 @@ impl TestNode {
         }
         fs::write(d.join("config.toml"), containerd_config(&d, &node.cgroup_parent))?;
 
-        let log = fs::File::create(d.join("containerd.log"))?;
+        node.spawn_containerd()?;
+        Ok(node)
+    }
+
+    /// Starts containerd inside the node (again, after [`TestNode::stop_containerd`]).
+    pub fn spawn_containerd(&mut self) -> TestResult {
+        let d = self.dir.clone();
+        let log = fs::OpenOptions::new().create(true).append(true).open(d.join("containerd.log"))?;
         // nsenter execs: the child's pid is containerd's.
-        let child = node
+        let child = self
             .command("containerd")
             .arg("--config")
             .arg(d.join("config.toml"))
@@ -279,8 +286,23 @@ impl TestNode {
             .stderr(log)
             .process_group(0)
             .spawn()?;
-        node.containerd = Some(child);
-        Ok(node)
+        self.containerd = Some(child);
+        Ok(())
+    }
+
+    /// Stops containerd (TERM, then KILL after 5 s); its containers and shims keep running.
+    pub fn stop_containerd(&mut self) {
+        if let Some(mut child) = self.containerd.take() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
     }
 
     /// Waits for containerd's CRI to answer; returns a client.
@@ -397,17 +419,7 @@ impl TestNode {
         let sandbox_ids = self.sandbox_ids();
 
         // 3. containerd: TERM, then KILL; reap it
-        if let Some(mut child) = self.containerd.take() {
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
+        self.stop_containerd();
 
         // 4. shims of this containerd (their -address names our socket), anything else started
         //    from our directory, then every process left in our cgroup subtree (containers
