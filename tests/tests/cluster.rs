@@ -20,8 +20,9 @@ fn http_get_local(port: u16) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Runs `kubectl port-forward <target> <local>:80` and returns what GET / answers.
-fn port_forward_get(c: &TestCluster, target: &str) -> String {
+/// Runs `kubectl port-forward <target> <local>:80` and returns what GET / answers, or None
+/// when nothing answers within `timeout`.
+fn port_forward_try(c: &TestCluster, target: &str, timeout: Duration) -> Option<String> {
     let port = free_port();
     let mut pf = Command::new("kubectl")
         .args(["port-forward", target, &format!("{port}:80")])
@@ -32,21 +33,24 @@ fn port_forward_get(c: &TestCluster, target: &str) -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("kubectl port-forward");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + timeout;
     let body = loop {
         if let Some(b) = http_get_local(port).filter(|b| !b.is_empty()) {
-            break b;
+            break Some(b);
         }
         if Instant::now() > deadline {
-            let _ = pf.kill();
-            let _ = pf.wait();
-            panic!("port-forward to {target} never answered");
+            break None;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     let _ = pf.kill();
     let _ = pf.wait();
     body
+}
+
+fn port_forward_get(c: &TestCluster, target: &str) -> String {
+    port_forward_try(c, target, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("port-forward to {target} never answered"))
 }
 
 fn pod_phase_ip_node(c: &TestCluster, pod: &str) -> (String, String, String) {
@@ -459,6 +463,77 @@ fn examples_apply() {
         }
     } else {
         gated(T, "running the examples' pods", "rkube-kubelet and rkube-scheduler are needed");
+    }
+    c.delete_and_check();
+}
+
+/// What a reboot takes away, done by hand: every process of the cluster killed (SIGKILL, no
+/// clean-up), the node network namespaces, the bridge and its routes, the namespace mounts.
+fn simulate_reboot(c: &TestCluster) {
+    let dir = format!("{}/", c.dir().display());
+    let kill_all = || {
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(&dir) {
+                pids.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        for (name, _) in c.record_nodes() {
+            let cg = format!("/sys/fs/cgroup/pids/rkube-{}-{name}", c.name);
+            let out =
+                Command::new("find").args([&cg, "-name", "cgroup.procs", "-exec", "cat", "{}", "+"]).output().unwrap();
+            pids.extend(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned));
+        }
+        for p in &pids {
+            let _ = Command::new("kill").args(["-9", p]).status();
+        }
+        !pids.is_empty()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kill_all() {
+        assert!(Instant::now() < deadline, "processes survive SIGKILL");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (name, _) in c.record_nodes() {
+        Command::new("ip").args(["netns", "del", &format!("rkube-{}-{name}", c.name)]).status().unwrap();
+    }
+    let bridge = c.record["plan"]["bridge"].as_str().unwrap().to_owned();
+    Command::new("ip").args(["link", "del", &bridge]).status().unwrap();
+    for net in c.record["plan"]["blackhole"].as_array().unwrap() {
+        Command::new("ip").args(["route", "del", "blackhole", net.as_str().unwrap()]).status().unwrap();
+    }
+    Command::new("umount").args(["-l", &format!("{}ns", dir)]).status().unwrap();
+}
+
+#[test]
+fn start_after_a_reboot_brings_the_same_cluster_back() {
+    const T: &str = "reboot";
+    let mut c = TestCluster::create("e2eo", 2, &[]);
+    let nodes = c.record_nodes();
+    let kubelet = implemented("rkube-kubelet");
+    if kubelet {
+        run_pinned(&c, "web", &nodes[1].0, "nginx", "Always", None);
+        wait_running(&c, "web");
+    }
+    simulate_reboot(&c);
+    let status = c.rkube_ok(&["status", "--cluster", &c.name]);
+    assert!(!status.contains(" running "), "{status}");
+    c.rkube_ok(&["cluster", "start", "--name", &c.name, "--wait", "90s"]);
+    assert!(all_processes_running(&c));
+    if kubelet {
+        let mut ready = ready_nodes(&c);
+        ready.sort();
+        assert_eq!(ready, nodes, "same nodes and addresses after the reboot");
+        let deadline = Instant::now() + POD_WAIT;
+        while port_forward_try(&c, "pod/web", Duration::from_secs(3)).as_deref().map(str::trim)
+            != Some("hello from nginx")
+        {
+            assert!(Instant::now() < deadline, "the pod did not come back after the reboot");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    } else {
+        gated(T, "nodes Ready and the pod back after the reboot", "rkube-kubelet is not implemented yet");
     }
     c.delete_and_check();
 }
