@@ -8,8 +8,8 @@
 //! ("Liveness probe failed: ...").
 //!
 //! The checks themselves sit behind [`ProbeRunner`]: [`RealRunner`] does exec (CRI ExecSync),
-//! httpGet and tcpSocket from the node into the pod; tests script a fake. Not done: HTTPS
-//! and gRPC probes (they report "errored" and change nothing).
+//! httpGet (HTTP and HTTPS) and tcpSocket from the node into the pod; tests script a fake.
+//! Not done: gRPC probes (they report "errored" and change nothing).
 
 pub mod http;
 
@@ -136,9 +136,6 @@ pub async fn http_check(
     target: &Target,
     timeout: Duration,
 ) -> ProbeResult {
-    if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
-        return ProbeResult::Unknown("HTTPS probes are not supported by this kubelet".into());
-    }
     let port = match resolve_port(&h.port, &target.ports) {
         Ok(p) => p,
         Err(e) => return ProbeResult::Unknown(e),
@@ -146,7 +143,8 @@ pub async fn http_check(
     let host = h.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| target.pod_ip.clone());
     let headers: Vec<(String, String)> =
         h.http_headers.iter().flatten().map(|hd| (hd.name.clone(), hd.value.clone())).collect();
-    from_outcome(http::probe(&host, port, h.path.as_deref().unwrap_or("/"), &headers, timeout).await)
+    let https = h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+    from_outcome(http::probe(https, &host, port, h.path.as_deref().unwrap_or("/"), &headers, timeout).await)
 }
 
 #[async_trait]
