@@ -103,9 +103,7 @@ pub struct Timing {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("ensuring the jump rules: {0}")]
-    Jumps(#[source] IptablesError),
-    #[error("reading the nat table: {0}")]
+    #[error("reading the tables: {0}")]
     Save(#[source] IptablesError),
     #[error("iptables-restore: {0}")]
     Restore(#[source] IptablesError),
@@ -151,19 +149,25 @@ impl<I: Iptables> Proxier<I> {
         let start = Instant::now();
         // Until a sync succeeds, the kernel state is unknown: the next one must be full.
         self.need_full = true;
+        let mut jumps = Vec::new();
         let existing = if full {
-            self.ipt.ensure_jump_rules().await.map_err(SyncError::Jumps)?;
-            let saved = self.ipt.save("nat").await.map_err(SyncError::Save)?;
-            let mut existing = chains_in_save(&saved);
+            let filter = self.ipt.save("filter").await.map_err(SyncError::Save)?;
+            let nat = self.ipt.save("nat").await.map_err(SyncError::Save)?;
+            jumps = render::missing_jumps("filter", &filter);
+            jumps.extend(render::missing_jumps("nat", &nat));
+            let mut existing = chains_in_save(&nat);
             existing.extend(self.active_chains.iter().cloned());
             existing
         } else {
             self.active_chains.clone()
         };
-        let rendered = {
+        let mut rendered = {
             let t = self.tracker();
             render::render(&self.cfg, &t, (!full).then_some(&changed), &existing)
         };
+        if !jumps.is_empty() {
+            rendered.text = render::with_jumps(&rendered.text, &jumps);
+        }
         if let Err(e) = self.ipt.restore(&rendered.text, true).await {
             self.metrics.restore_failures.inc();
             if !full {
@@ -303,8 +307,13 @@ mod tests {
         assert!(h.fake.calls().is_empty());
         h.synced.send_replace(true);
         settle().await;
-        assert_eq!(h.fake.calls()[..2], [Call::EnsureJumpRules, Call::Save { table: "nat".into() }]);
-        assert_eq!(h.fake.restores().len(), 1);
+        assert_eq!(h.fake.calls()[..2], [Call::Save { table: "filter".into() }, Call::Save { table: "nat".into() }]);
+        // The first full sync finds no jump rules and inserts them in the same restore.
+        let restores = h.fake.restores();
+        assert_eq!(restores.len(), 1);
+        assert!(
+            restores[0].contains("-I OUTPUT 1 -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n")
+        );
         h.stop().await;
     }
 
@@ -356,14 +365,14 @@ mod tests {
         h.synced.send_replace(true);
         settle().await;
         let saves = |f: &Fake| f.calls().iter().filter(|c| matches!(c, Call::Save { .. })).count();
-        assert_eq!((h.fake.restores().len(), saves(&h.fake)), (1, 1));
+        assert_eq!((h.fake.restores().len(), saves(&h.fake)), (1, 2));
         tokio::time::advance(Duration::from_secs(29)).await;
         settle().await;
         assert_eq!(h.fake.restores().len(), 1);
         tokio::time::advance(Duration::from_secs(1)).await;
         settle().await;
         // Nothing changed, but the periodic full sync restores (and re-reads the kernel) anyway.
-        assert_eq!((h.fake.restores().len(), saves(&h.fake)), (2, 2));
+        assert_eq!((h.fake.restores().len(), saves(&h.fake)), (2, 4));
         h.stop().await;
     }
 
@@ -381,13 +390,13 @@ mod tests {
         let saves_before = h.fake.calls().iter().filter(|c| matches!(c, Call::Save { .. })).count();
         tokio::time::advance(Duration::from_secs(1)).await;
         settle().await;
-        // ... so after --min-sync-period a full one (jump rules + save + restore) follows,
+        // ... so after --min-sync-period a full one (save both tables + restore) follows,
         // without any new change.
         let restores = h.fake.restores();
         assert_eq!(restores.len(), 3);
         assert!(restores[2].contains("\"ns/svc1:p cluster IP\""));
         let saves_after = h.fake.calls().iter().filter(|c| matches!(c, Call::Save { .. })).count();
-        assert_eq!(saves_after, saves_before + 1);
+        assert_eq!(saves_after, saves_before + 2);
         h.stop().await;
     }
 }

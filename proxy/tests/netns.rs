@@ -226,6 +226,15 @@ async fn clusterip_reaches_endpoint_rejects_without_endpoints_and_deleted_chains
     assert!(nat.contains(&format!(":{web_chain}")), "{nat}");
     assert!(nat.contains("-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"), "{nat}");
 
+    // A second full sync finds the jump rules in place and adds none.
+    proxier.sync(true).await?;
+    let nat = ns.save("nat")?;
+    let jumps = nat.lines().filter(|l| l.starts_with("-A OUTPUT") && l.ends_with("-j KUBE-SERVICES")).count();
+    assert_eq!(jumps, 1, "{nat}");
+    let filter = ns.save("filter")?;
+    let jumps = filter.lines().filter(|l| l.starts_with("-A ") && l.contains("-j KUBE-")).count();
+    assert_eq!(jumps, 9, "{filter}");
+
     // A partial sync after the delete removes the service's chains and nothing else.
     tracker.lock().expect("tracker").delete_service(&ServiceKey::new("default", "web"));
     proxier.sync(false).await?;

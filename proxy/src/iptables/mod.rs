@@ -17,8 +17,6 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use render::JUMP_RULES;
-
 #[derive(Debug, thiserror::Error)]
 pub enum IptablesError {
     #[error("running {command}: {source}")]
@@ -49,9 +47,6 @@ pub trait Iptables: Send + Sync + 'static {
     async fn restore(&self, input: &str, noflush: bool) -> Result<(), IptablesError>;
     /// `iptables-save -t table` output.
     async fn save(&self, table: &str) -> Result<String, IptablesError>;
-    /// Creates the base chains jumped to from built-in chains and the jump rules themselves
-    /// (`render::JUMP_RULES`), leaving existing ones alone.
-    async fn ensure_jump_rules(&self) -> Result<(), IptablesError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,25 +191,6 @@ impl Iptables for Real {
     async fn save(&self, table: &str) -> Result<String, IptablesError> {
         self.output(&self.backend.tool_with_suffix("-save"), &["-t", table], None).await
     }
-
-    async fn ensure_jump_rules(&self) -> Result<(), IptablesError> {
-        let ipt = self.backend.tool("iptables");
-        for j in JUMP_RULES {
-            // -N fails when the chain exists; the -C below tells a real failure apart.
-            let _ = self.output(&ipt, &["-w", "5", "-t", j.table, "-N", j.dst_chain], None).await;
-            let args = j.args();
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut check = vec!["-w", "5", "-t", j.table, "-C", j.src_chain];
-            check.extend_from_slice(&args);
-            if self.output(&ipt, &check, None).await.is_ok() {
-                continue;
-            }
-            let mut insert = vec!["-w", "5", "-t", j.table, "-I", j.src_chain];
-            insert.extend_from_slice(&args);
-            self.output(&ipt, &insert, None).await?;
-        }
-        Ok(())
-    }
 }
 
 /// One call the fake saw.
@@ -222,7 +198,6 @@ impl Iptables for Real {
 pub enum Call {
     Restore { input: String, noflush: bool },
     Save { table: String },
-    EnsureJumpRules,
 }
 
 /// A recording fake. `fail_next_restores(n)` makes the next n restores fail at line 2.
@@ -292,11 +267,6 @@ impl Iptables for Fake {
         s.calls.push(Call::Save { table: table.to_string() });
         Ok(if table == "nat" { s.saved_nat.clone() } else { String::new() })
     }
-
-    async fn ensure_jump_rules(&self) -> Result<(), IptablesError> {
-        self.state().calls.push(Call::EnsureJumpRules);
-        Ok(())
-    }
 }
 
 /// Chain names declared in `iptables-save` output.
@@ -350,7 +320,10 @@ mod tests {
 
     #[test]
     fn jump_rule_args_put_matches_before_comment_and_target() {
-        let j = JUMP_RULES.iter().find(|j| j.table == "filter" && j.src_chain == "OUTPUT").expect("filter OUTPUT jump");
+        let j = render::JUMP_RULES
+            .iter()
+            .find(|j| j.table == "filter" && j.src_chain == "OUTPUT")
+            .expect("filter OUTPUT jump");
         assert_eq!(
             j.args(),
             [

@@ -144,6 +144,42 @@ impl JumpRule {
     }
 }
 
+impl JumpRule {
+    /// The rule as `iptables-save` prints it.
+    pub fn saved_line(&self) -> String {
+        let args: Vec<String> =
+            self.args().into_iter().map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a }).collect();
+        format!("-A {} {}", self.src_chain, args.join(" "))
+    }
+}
+
+/// The jump rules missing from a table's `iptables-save` output.
+pub fn missing_jumps(table: &str, saved: &str) -> Vec<&'static JumpRule> {
+    let lines: BTreeSet<&str> = saved.lines().collect();
+    JUMP_RULES.iter().filter(|j| j.table == table && !lines.contains(j.saved_line().as_str())).collect()
+}
+
+/// Adds `-I SRC 1 ...` lines for `jumps` at the end of their table's section, so a full sync
+/// repairs missing jump rules in the same restore instead of one `iptables` run per rule.
+/// Inserting in list order at position 1 leaves them in the order upstream's prepends do.
+pub fn with_jumps(text: &str, jumps: &[&JumpRule]) -> String {
+    let mut out = String::with_capacity(text.len() + jumps.len() * 128);
+    let mut table = "";
+    for line in text.split_inclusive('\n') {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.trim_end();
+        } else if line == "COMMIT\n" {
+            for j in jumps.iter().filter(|j| j.table == table) {
+                let args: Vec<String> =
+                    j.args().into_iter().map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a }).collect();
+                out.push_str(&format!("-I {} 1 {}\n", j.src_chain, args.join(" ")));
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// Node-level facts the rules depend on.
 #[derive(Debug, Clone, Default)]
 pub struct RenderConfig {
@@ -1194,5 +1230,21 @@ COMMIT
         let text = render(&cfg, &Tracker::new(), None, &BTreeSet::new()).text;
         assert!(text.contains("-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -d 198.19.0.2 -j KUBE-NODEPORTS\n"), "{text}");
         assert!(!text.contains("addrtype --dst-type LOCAL ! -d"));
+    }
+
+    #[test]
+    fn missing_jump_rules_are_inserted_in_the_same_restore() {
+        let nat_saved = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\nCOMMIT\n";
+        let missing: Vec<&str> = missing_jumps("nat", nat_saved).iter().map(|j| j.src_chain).collect();
+        assert_eq!(missing, ["PREROUTING", "POSTROUTING"]);
+        let text = "*filter\n:KUBE-SERVICES - [0:0]\nCOMMIT\n*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n";
+        let got = with_jumps(text, &missing_jumps("nat", nat_saved));
+        assert_eq!(
+            got,
+            "*filter\n:KUBE-SERVICES - [0:0]\nCOMMIT\n*nat\n:KUBE-SERVICES - [0:0]\n\
+             -I PREROUTING 1 -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             -I POSTROUTING 1 -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\nCOMMIT\n"
+        );
+        assert_eq!(missing_jumps("filter", "").len(), 9);
     }
 }
