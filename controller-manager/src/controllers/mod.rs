@@ -7,6 +7,8 @@
 
 pub mod deployment;
 pub mod discovery;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod expectations;
 pub mod garbagecollector;
@@ -57,6 +59,8 @@ pub static DESCRIPTORS: &[Descriptor] = &[
     Descriptor { name: "namespace", enabled_by_default: true, start: |c| Box::pin(namespace::run(c)) },
     Descriptor { name: "replicaset", enabled_by_default: true, start: |c| Box::pin(replicaset::run(c)) },
     Descriptor { name: "deployment", enabled_by_default: true, start: |c| Box::pin(deployment::run(c)) },
+    Descriptor { name: "endpointslice", enabled_by_default: true, start: |c| Box::pin(endpointslice::run(c)) },
+    Descriptor { name: "endpoint", enabled_by_default: true, start: |c| Box::pin(endpoints::run(c)) },
 ];
 
 /// Applies `--controllers`: `*` = every default, `name` adds one, `-name` removes one.
