@@ -3,12 +3,12 @@
 //! (values with `$(VAR)` expansion against what is defined so far, `configMapKeyRef`,
 //! `secretKeyRef`, `fieldRef`, `resourceFieldRef`); a later definition of a name wins. Pure:
 //! the objects come in as a [`PodObjects`] snapshot.
-//!
-//! Not done: service links (the `<SVC>_SERVICE_HOST` variables of `enableServiceLinks`).
+//! Service variables (`<SVC>_SERVICE_HOST`, docker-link style `<SVC>_PORT_...`) come last and
+//! only fill names not defined otherwise, as upstream's do: [`service_env`] builds them.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector};
+use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::objects::PodObjects;
@@ -40,6 +40,59 @@ pub struct EnvContext<'a> {
     pub pod_ips: &'a [String],
     /// The node's allocatable resources: the value of a `limits.*` reference without a limit.
     pub allocatable: &'a BTreeMap<String, Quantity>,
+    /// Service variables ([`service_env`]), the lowest-priority definitions.
+    pub service_env: &'a [(String, String)],
+}
+
+/// upstream's service environment (getServiceEnvVarMap + envvars.FromServices): the services of
+/// the pod's namespace when `enableServiceLinks` (default true), and always the `kubernetes`
+/// service of `default`; headless services are skipped.
+pub fn service_env(pod: &Pod, services: &[Service]) -> Vec<(String, String)> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    let mut chosen: BTreeMap<String, &Service> = BTreeMap::new();
+    for svc in services {
+        let ip = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).unwrap_or("");
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let svc_ns = svc.metadata.namespace.as_deref().unwrap_or("");
+        if svc_ns == "default" && name == "kubernetes" {
+            chosen.entry(name).or_insert(svc);
+        } else if svc_ns == ns && links {
+            chosen.insert(name, svc);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, svc) in chosen {
+        let spec = svc.spec.clone().unwrap_or_default();
+        let ip = spec.cluster_ip.unwrap_or_default();
+        let prefix = name.to_uppercase().replace('-', "_");
+        let ports = spec.ports.unwrap_or_default();
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.clone()));
+        let Some(first) = ports.first() else { continue };
+        out.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for p in &ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!("{prefix}_SERVICE_PORT_{}", pn.to_uppercase().replace('-', "_")),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        out.push((format!("{prefix}_PORT"), format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port)));
+        for p in &ports {
+            let pr = proto(p);
+            let base = format!("{prefix}_PORT_{}_{}", p.port, pr.to_uppercase());
+            out.push((base.clone(), format!("{}://{ip}:{}", pr.to_lowercase(), p.port)));
+            out.push((format!("{base}_PROTO"), pr.to_lowercase()));
+            out.push((format!("{base}_PORT"), p.port.to_string()));
+            out.push((format!("{base}_ADDR"), ip.clone()));
+        }
+    }
+    out
 }
 
 /// The result: the variables in order, and warnings to turn into events.
@@ -289,9 +342,18 @@ pub fn make_environment(pod: &Pod, c: &Container, ctx: &EnvContext<'_>) -> Resul
             }
         } else {
             let raw = e.value.clone().unwrap_or_default();
-            expand(&raw, |name| env.get(name).map(str::to_string))
+            expand(&raw, |name| {
+                env.get(name)
+                    .map(str::to_string)
+                    .or_else(|| ctx.service_env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            })
         };
         env.set(e.name.clone(), value);
+    }
+    for (k, v) in ctx.service_env {
+        if env.get(k).is_none() {
+            env.vars.push((k.clone(), v.clone()));
+        }
     }
     Ok(env)
 }
@@ -343,6 +405,10 @@ mod tests {
             host_ips: &["198.19.0.2".into()],
             pod_ips: &["198.18.1.5".into()],
             allocatable: &alloc,
+            service_env: &[
+                ("WEB_SERVICE_HOST".to_string(), "198.19.1.10".to_string()),
+                ("A".to_string(), "svc".to_string()),
+            ],
         };
         make_environment(&p, &c, &ctx)
     }
@@ -373,6 +439,54 @@ mod tests {
         ] {
             assert_eq!(expand(input, vars), want, "{input}");
         }
+    }
+
+    #[test]
+    fn service_env_follows_upstream_from_services() {
+        let svc = |ns: &str, name: &str, ip: &str, ports: serde_json::Value| -> Service {
+            serde_json::from_value(
+                json!({"metadata": {"namespace": ns, "name": name}, "spec": {"clusterIP": ip, "ports": ports}}),
+            )
+            .expect("service")
+        };
+        let services = [
+            svc("default", "kubernetes", "198.19.1.1", json!([{"name": "https", "port": 443}])),
+            svc(
+                "ns",
+                "my-web",
+                "198.19.1.10",
+                json!([{"name": "http-alt", "port": 8080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]),
+            ),
+            svc("ns", "headless", "None", json!([{"port": 80}])),
+            svc("other", "elsewhere", "198.19.1.11", json!([{"port": 80}])),
+        ];
+        let env = service_env(&pod(), &services);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("198.19.1.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://198.19.1.1:443"));
+        assert_eq!(get("MY_WEB_SERVICE_HOST"), Some("198.19.1.10"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT_HTTP_ALT"), Some("8080"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP"), Some("udp://198.19.1.10:53"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP_PROTO"), Some("udp"));
+        assert_eq!(get("MY_WEB_PORT_8080_TCP_ADDR"), Some("198.19.1.10"));
+        assert_eq!(get("HEADLESS_SERVICE_HOST"), None, "headless services have no variables");
+        assert_eq!(get("ELSEWHERE_SERVICE_HOST"), None, "only the pod's namespace");
+
+        let mut no_links = pod();
+        no_links.spec.as_mut().expect("spec").enable_service_links = Some(false);
+        let env = service_env(&no_links, &services);
+        assert!(env.iter().all(|(k, _)| k.starts_with("KUBERNETES_")), "only the master service: {env:?}");
+    }
+
+    #[test]
+    fn service_variables_fill_only_undefined_names_and_expand() {
+        let env = run(json!({"name": "app", "env": [{"name": "A", "value": "mine"}, {"name": "U", "value": "$(WEB_SERVICE_HOST)"}]}))
+            .expect("env");
+        assert_eq!(get(&env, "A"), Some("mine"), "the container's own definition wins");
+        assert_eq!(get(&env, "U"), Some("198.19.1.10"), "service variables expand");
+        assert_eq!(get(&env, "WEB_SERVICE_HOST"), Some("198.19.1.10"));
     }
 
     #[test]

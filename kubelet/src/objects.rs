@@ -30,6 +30,8 @@ pub trait ObjectSource: Send + Sync {
     async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, ObjectError>;
     /// A service account token bound to the pod (TokenRequest).
     async fn service_account_token(&self, key: &TokenKey) -> Result<String, ObjectError>;
+    /// The services of `namespace` (for service environment variables).
+    async fn services(&self, namespace: &str) -> Result<Vec<k8s_openapi::api::core::v1::Service>, ObjectError>;
 }
 
 /// A pod-bound service account token, as a projected volume asks for it.
@@ -114,6 +116,15 @@ impl ObjectSource for ApiObjects {
     ) -> Result<Option<PersistentVolumeClaim>, ObjectError> {
         get_opt(&self.client, "persistentvolumeclaim", namespace, name).await
     }
+    async fn services(&self, namespace: &str) -> Result<Vec<k8s_openapi::api::core::v1::Service>, ObjectError> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(self.client.clone(), namespace);
+        api.list(&Default::default()).await.map(|l| l.items).map_err(|e| ObjectError::Get {
+            kind: "services",
+            namespace: namespace.into(),
+            name: String::new(),
+            message: e.to_string(),
+        })
+    }
     async fn service_account_token(&self, key: &TokenKey) -> Result<String, ObjectError> {
         if let Some((token, at)) = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
             if token_fresh(key, *at) {
@@ -164,6 +175,7 @@ pub struct MapObjects {
     pub secrets: std::sync::Mutex<HashMap<(String, String), Secret>>,
     pub claims: std::sync::Mutex<HashMap<(String, String), PersistentVolumeClaim>>,
     pub volumes: std::sync::Mutex<HashMap<String, PersistentVolume>>,
+    pub services: std::sync::Mutex<Vec<k8s_openapi::api::core::v1::Service>>,
 }
 
 impl MapObjects {
@@ -205,6 +217,10 @@ impl ObjectSource for MapObjects {
     }
     async fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, ObjectError> {
         Ok(self.volumes.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned())
+    }
+    async fn services(&self, namespace: &str) -> Result<Vec<k8s_openapi::api::core::v1::Service>, ObjectError> {
+        let m = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(m.iter().filter(|s| s.metadata.namespace.as_deref() == Some(namespace)).cloned().collect())
     }
     async fn service_account_token(&self, key: &TokenKey) -> Result<String, ObjectError> {
         Ok(format!("token:{}:{}:{}", key.service_account, key.pod_name, key.audience))

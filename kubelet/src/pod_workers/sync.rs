@@ -476,7 +476,13 @@ pub async fn sync_pod(
     };
     let host_ips = vec![deps.host_ip.clone()];
     let pod_ips: Vec<String> = [current_ip.clone()].into_iter().filter(|ip| !ip.is_empty()).collect();
-    let ctx = EnvContext { objects: &objs, host_ips: &host_ips, pod_ips: &pod_ips, allocatable: &deps.allocatable };
+    let ctx = EnvContext {
+        objects: &objs,
+        host_ips: &host_ips,
+        pod_ips: &pod_ips,
+        allocatable: &deps.allocatable,
+        service_env: &[],
+    };
     let vols = match deps.volumes.setup(pod, &objs, &ctx).await {
         Ok(v) => v,
         Err(e) => {
@@ -538,7 +544,14 @@ pub async fn sync_pod(
         }
     };
     let pod_ips: Vec<String> = [ip.clone()].into_iter().filter(|ip| !ip.is_empty()).collect();
-    let ctx = EnvContext { objects: &objs, host_ips: &host_ips, pod_ips: &pod_ips, allocatable: &deps.allocatable };
+    let service_env = envvars::service_env(pod, &services(deps, pod).await);
+    let ctx = EnvContext {
+        objects: &objs,
+        host_ips: &host_ips,
+        pod_ips: &pod_ips,
+        allocatable: &deps.allocatable,
+        service_env: &service_env,
+    };
     let creds = images::pod_credentials(pod, &objs);
     let qos_class = qos::pod_qos(pod);
 
@@ -645,6 +658,26 @@ pub fn needs_periodic_sync(pod: &Pod) -> bool {
         .flatten()
         .any(|v| v.config_map.is_some() || v.secret.is_some() || v.projected.is_some() || v.downward_api.is_some());
     probes || dynamic_volumes
+}
+
+/// The services a pod's containers get variables for: its namespace's (when service links are
+/// on) and `default`'s `kubernetes`. Read only when containers start. A failed read leaves the
+/// variables out, as a pod must not wait for them.
+async fn services(deps: &PodDeps, pod: &Pod) -> Vec<k8s_openapi::api::core::v1::Service> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    let mut out = Vec::new();
+    let mut namespaces = vec!["default".to_string()];
+    if links && ns != "default" {
+        namespaces.push(ns);
+    }
+    for n in namespaces {
+        match deps.objects.services(&n).await {
+            Ok(list) => out.extend(list),
+            Err(e) => tracing::warn!(namespace = %n, error = %e, "listing services for environment variables failed"),
+        }
+    }
+    out
 }
 
 /// Tells the prober which containers run now.

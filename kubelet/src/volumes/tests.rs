@@ -37,7 +37,7 @@ fn ctx<'a>(
     objs: &'a PodObjects,
     alloc: &'a BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 ) -> EnvContext<'a> {
-    EnvContext { objects: objs, host_ips: &[], pod_ips: &[], allocatable: alloc }
+    EnvContext { objects: objs, host_ips: &[], pod_ips: &[], allocatable: alloc, service_env: &[] }
 }
 
 fn files(p: &BTreeMap<String, FileProjection>) -> Vec<(String, String, u32)> {
