@@ -459,6 +459,8 @@ pub async fn sync_pod(
             rt.stop_pod_sandbox(&s.id).await?;
         }
         if !actions.create_sandbox {
+            // Nothing runs any more: no probe worker either.
+            deps.prober.sync_pod(pod, &[], "");
             return Ok(out);
         }
     }
