@@ -500,6 +500,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn equal_pods_spread_evenly_over_equal_nodes() {
+        let w = Arc::new(RecordingWriter::default());
+        let s = scheduler(w.clone());
+        for n in ["n1", "n2", "n3"] {
+            s.on_node(node(n, "4", "8Gi"));
+        }
+        for i in 0..6 {
+            s.on_pod(pod(&format!("p{i}"), "500m", "10Mi"));
+        }
+        let cancel = CancellationToken::new();
+        let run = tokio::spawn(s.clone().run(cancel.clone()));
+        wait_until("6 bindings", || w.binds.lock().expect("lock").len() == 6).await;
+        let binds = w.binds.lock().expect("lock").clone();
+        for n in ["n1", "n2", "n3"] {
+            assert_eq!(binds.iter().filter(|(_, node)| node == n).count(), 2, "{binds:?}");
+        }
+        cancel.cancel();
+        run.await.expect("joined");
+    }
+
+    #[tokio::test]
     async fn failed_binding_is_forgotten_and_retried() {
         let w = Arc::new(RecordingWriter::default());
         w.fail_binds.store(1, std::sync::atomic::Ordering::SeqCst);

@@ -134,7 +134,7 @@ impl ApiWriter for KubeWriter {
         if let Some(n) = nominated {
             status["nominatedNodeName"] = n.into();
         }
-        let patch = serde_json::json!({"metadata": {"uid": pod.uid}, "status": status});
+        let patch = serde_json::json!({"status": status});
         api.patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(patch))
             .await
             .map_err(api_err("patch status of", pod))?;

@@ -98,9 +98,10 @@ pub trait Plugin: Send + Sync {
         Status::success()
     }
 
-    /// Computes what Score needs once per pod, over the nodes that passed Filter.
+    /// Computes what Score needs once per pod, over the nodes that passed Filter; Skip means
+    /// Score has nothing to say for this pod and is not called.
     fn pre_score(&self, _state: &mut CycleState, _pod: &PodInfo, _snap: &Snapshot, _nodes: &[&NodeInfo]) -> Status {
-        Status::skip()
+        Status::success()
     }
 
     fn score(&self, _state: &CycleState, _pod: &PodInfo, _node: &NodeInfo) -> i64 {

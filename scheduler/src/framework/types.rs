@@ -100,9 +100,10 @@ impl PodInfo {
         // upstream's informers drop managedFields too: the scheduler never reads them.
         pod.metadata.managed_fields = None;
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let spec = pod.spec.clone().unwrap_or_default();
-        let requests = pod_requests(&spec, false);
-        let nz = pod_requests(&spec, true);
+        static EMPTY_SPEC: std::sync::OnceLock<k8s_openapi::api::core::v1::PodSpec> = std::sync::OnceLock::new();
+        let spec = pod.spec.as_ref().unwrap_or_else(|| EMPTY_SPEC.get_or_init(Default::default));
+        let requests = pod_requests(spec, false);
+        let nz = pod_requests(spec, true);
         let mut host_ports = Vec::new();
         for c in &spec.containers {
             for p in c.ports.iter().flatten() {
