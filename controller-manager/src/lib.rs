@@ -47,6 +47,10 @@ pub struct Options {
     pub leader_elect_resource_name: String,
     #[arg(long, default_value = "kube-system")]
     pub leader_elect_resource_namespace: String,
+    /// The cluster CA bundle (PEM) published as `kube-root-ca.crt` in every namespace
+    /// (default: the CA of the kubeconfig).
+    #[arg(long)]
+    pub root_ca_file: Option<PathBuf>,
 }
 
 /// Parses a Go-style duration as upstream's flags take them: `40s`, `5m`, `1h`, `500ms`, `1m30s`.
@@ -75,21 +79,45 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// A client for the apiserver from `--kubeconfig` (or the default kubeconfig / in-cluster).
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+async fn config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p).with_context(|| format!("reading {}", p.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
         }
         None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
+    })
+}
+
+/// A client for the apiserver from `--kubeconfig` (or the default kubeconfig / in-cluster).
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(config(kubeconfig).await?)?)
+}
+
+/// PEM of DER certificates.
+fn pem(ders: &[Vec<u8>]) -> String {
+    use base64::Engine;
+    let mut out = String::new();
+    for der in ders {
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
 }
 
 /// Runs the selected controllers until `cancel`.
 pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()> {
-    let client = client(opts.kubeconfig.as_deref()).await?;
+    let cfg = config(opts.kubeconfig.as_deref()).await?;
+    let root_ca = match &opts.root_ca_file {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => cfg.root_cert.as_deref().map(pem),
+    };
+    let client = kube::Client::try_from(cfg)?;
     let selected = controllers::select(&opts.controllers)?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(controllers::metrics::Metrics::new(&mut registry));
@@ -103,7 +131,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
     let opts = Arc::new(opts);
     let lead = {
         let (client, metrics, tasks, opts) = (client.clone(), metrics.clone(), tasks.clone(), opts.clone());
-        move |leading: CancellationToken| run_controllers(client, selected, metrics, tasks, opts, leading)
+        move |leading: CancellationToken| run_controllers(client, selected, metrics, tasks, opts, root_ca, leading)
     };
     let result = if opts.leader_elect {
         let host =
@@ -136,6 +164,7 @@ async fn run_controllers(
     metrics: Arc<controllers::metrics::Metrics>,
     tasks: TaskTracker,
     opts: Arc<Options>,
+    root_ca: Option<String>,
     cancel: CancellationToken,
 ) {
     let informers = Arc::new(controllers::informer::Factory::new(client.clone(), cancel.clone(), tasks.clone()));
@@ -149,6 +178,7 @@ async fn run_controllers(
             metrics: metrics.clone(),
             tasks: tasks.clone(),
             opts: opts.clone(),
+            root_ca: root_ca.clone(),
         };
         let name = d.name;
         running.spawn(async move {

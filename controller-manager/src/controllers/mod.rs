@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod namespace;
 pub mod owner;
 pub mod replicaset;
+pub mod rootcacertpublisher;
+pub mod serviceaccount;
 pub mod workqueue;
 
 use std::future::Future;
@@ -37,6 +39,8 @@ pub struct Context {
     /// Owns helper tasks (event writers); `run` waits for them on shutdown.
     pub tasks: TaskTracker,
     pub opts: Arc<crate::Options>,
+    /// The cluster CA bundle (PEM) the root-CA publisher distributes.
+    pub root_ca: Option<String>,
 }
 
 impl Context {
@@ -61,6 +65,12 @@ pub static DESCRIPTORS: &[Descriptor] = &[
     Descriptor { name: "deployment", enabled_by_default: true, start: |c| Box::pin(deployment::run(c)) },
     Descriptor { name: "endpointslice", enabled_by_default: true, start: |c| Box::pin(endpointslice::run(c)) },
     Descriptor { name: "endpoint", enabled_by_default: true, start: |c| Box::pin(endpoints::run(c)) },
+    Descriptor { name: "serviceaccount", enabled_by_default: true, start: |c| Box::pin(serviceaccount::run(c)) },
+    Descriptor {
+        name: "root-ca-cert-publisher",
+        enabled_by_default: true,
+        start: |c| Box::pin(rootcacertpublisher::run(c)),
+    },
 ];
 
 /// Applies `--controllers`: `*` = every default, `name` adds one, `-name` removes one.
