@@ -8,9 +8,10 @@
 //! ("Liveness probe failed: ...").
 //!
 //! The checks themselves sit behind [`ProbeRunner`]: [`RealRunner`] does exec (CRI ExecSync),
-//! httpGet (HTTP and HTTPS) and tcpSocket from the node into the pod; tests script a fake.
-//! Not done: gRPC probes (they report "errored" and change nothing).
+//! httpGet (HTTP and HTTPS), tcpSocket and grpc (`grpc.health.v1.Health/Check`) from the node
+//! into the pod; tests script a fake.
 
+pub mod grpc;
 pub mod http;
 
 use std::collections::{HashMap, HashSet};
@@ -171,8 +172,12 @@ impl ProbeRunner for RealRunner {
             let host = t.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| target.pod_ip.clone());
             return from_outcome(http::tcp_probe(&host, port, timeout).await);
         }
-        if probe.grpc.is_some() {
-            return ProbeResult::Unknown("gRPC probes are not supported by this kubelet".into());
+        if let Some(g) = &probe.grpc {
+            let Ok(port) = u16::try_from(g.port) else {
+                return ProbeResult::Unknown(format!("invalid port number: {}", g.port));
+            };
+            let service = g.service.clone().unwrap_or_default();
+            return from_outcome(grpc::probe(&target.pod_ip, port, &service, timeout).await);
         }
         ProbeResult::Unknown("missing probe handler".into())
     }
