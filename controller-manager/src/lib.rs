@@ -51,6 +51,22 @@ pub struct Options {
     /// (default: the CA of the kubeconfig).
     #[arg(long)]
     pub root_ca_file: Option<PathBuf>,
+    /// How long a node's Lease and heartbeat may stand still before it is Ready=Unknown.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How often the node lifecycle controller looks at the nodes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub node_monitor_period: Duration,
+    /// rkube: how long pods without a not-ready/unreachable toleration stay on such a node
+    /// (upstream's apiserver adds these tolerations, 300 s, through DefaultTolerationSeconds).
+    #[arg(long, default_value_t = 300)]
+    pub default_toleration_seconds: i64,
+    /// Terminated pods kept before the oldest are deleted (0 = keep all).
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: usize,
+    /// rkube: how often pod GC runs (upstream: fixed 20 s).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub pod_gc_period: Duration,
 }
 
 /// Parses a Go-style duration as upstream's flags take them: `40s`, `5m`, `1h`, `500ms`, `1m30s`.

@@ -15,7 +15,9 @@ pub mod garbagecollector;
 pub mod informer;
 pub mod metrics;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod owner;
+pub mod podgc;
 pub mod replicaset;
 pub mod rootcacertpublisher;
 pub mod serviceaccount;
@@ -65,6 +67,8 @@ pub static DESCRIPTORS: &[Descriptor] = &[
     Descriptor { name: "deployment", enabled_by_default: true, start: |c| Box::pin(deployment::run(c)) },
     Descriptor { name: "endpointslice", enabled_by_default: true, start: |c| Box::pin(endpointslice::run(c)) },
     Descriptor { name: "endpoint", enabled_by_default: true, start: |c| Box::pin(endpoints::run(c)) },
+    Descriptor { name: "nodelifecycle", enabled_by_default: true, start: |c| Box::pin(nodelifecycle::run(c)) },
+    Descriptor { name: "podgc", enabled_by_default: true, start: |c| Box::pin(podgc::run(c)) },
     Descriptor { name: "serviceaccount", enabled_by_default: true, start: |c| Box::pin(serviceaccount::run(c)) },
     Descriptor {
         name: "root-ca-cert-publisher",

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use component_base::testing::Etcd;
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -82,6 +83,15 @@ impl Cluster {
                 "addresses": [{"type": "InternalIP", "address": format!("198.18.200.{}", i + 1)}],
             }});
             nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("node status");
+            let lease: Lease = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()},
+            }))
+            .expect("lease");
+            Api::<Lease>::namespaced(self.client.clone(), "kube-node-lease")
+                .create(&PostParams::default(), &lease)
+                .await
+                .expect("lease");
             names.push(name);
         }
         let kubelet = Arc::new(FakeKubelet {
@@ -123,12 +133,27 @@ impl FakeKubelet {
     async fn run(&self, cancel: CancellationToken) {
         let api: Api<Pod> = Api::all(self.client.clone());
         let mut stream = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(200));
         loop {
             let pod = tokio::select! {
                 _ = cancel.cancelled() => return,
+                _ = heartbeat.tick() => {
+                    self.renew_leases().await;
+                    continue;
+                }
                 p = stream.next() => match p { Some(Ok(p)) => p, Some(Err(_)) => continue, None => return },
             };
             self.handle(&pod).await;
+        }
+    }
+
+    /// The kubelet's heartbeat: renew the Lease of every live node.
+    async fn renew_leases(&self) {
+        let names = self.nodes.lock().expect("nodes").clone();
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+        for n in names {
+            let patch = json!({"spec": {"renewTime": now_micro()}});
+            let _ = leases.patch(&n, &PatchParams::default(), &Patch::Merge(&patch)).await;
         }
     }
 
@@ -195,6 +220,10 @@ impl FakeKubelet {
         let patch = json!({"status": {"conditions": conds}});
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("pod status");
     }
+}
+
+fn now_micro() -> String {
+    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// A Deployment of `replicas` pods running `image`, label `app: <name>`.
