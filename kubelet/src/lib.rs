@@ -347,6 +347,7 @@ fn pod_deps(
     .into_iter()
     .collect();
     deps.memory_capacity = i64::try_from(facts.memory_bytes).unwrap_or(i64::MAX);
+    deps.cgroup_root = format!("{}/kubepods", opts.cgroup_root.trim_end_matches('/'));
     deps
 }
 

@@ -233,10 +233,52 @@ pub fn pod_cgroup_parent(cgroup_root: &str, qos: QosClass, pod_uid: &str) -> Str
     }
 }
 
+/// Removes the pod's (empty) cgroup directories, in every QoS tier and every hierarchy mounted
+/// under `cgroup_fs` (`/sys/fs/cgroup`): runc removes each container's cgroup but not the pod's
+/// parent. Blocking; returns what was removed. A directory that still has processes or
+/// children stays (rmdir refuses).
+pub fn remove_pod_cgroups(cgroup_fs: &std::path::Path, cgroup_root: &str, pod_uid: &str) -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    if pod_uid.is_empty() || pod_uid.contains('/') {
+        return removed;
+    }
+    let mut hierarchies = vec![cgroup_fs.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(cgroup_fs) {
+        hierarchies.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    for h in hierarchies {
+        for qos in [QosClass::Guaranteed, QosClass::Burstable, QosClass::BestEffort] {
+            let rel = pod_cgroup_parent(cgroup_root, qos, pod_uid);
+            let dir = h.join(rel.trim_start_matches('/'));
+            if std::fs::remove_dir(&dir).is_ok() {
+                removed.push(dir);
+            }
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn pod_cgroups_are_removed_in_every_hierarchy_when_empty() {
+        let fs = tempfile::tempdir().expect("tempdir");
+        let memory = fs.path().join("memory/n1/kubepods/burstable/podu1");
+        let cpu = fs.path().join("cpu/n1/kubepods/burstable/podu1");
+        let busy = fs.path().join("pids/n1/kubepods/burstable/podu1/still-here");
+        for d in [&memory, &cpu, &busy] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        let mut removed = remove_pod_cgroups(fs.path(), "/n1/kubepods", "u1");
+        removed.sort();
+        assert_eq!(removed, [cpu.clone(), memory.clone()]);
+        assert!(busy.exists(), "a cgroup with children stays");
+        assert!(fs.path().join("memory/n1/kubepods/burstable").exists(), "only the pod's own directory goes");
+        assert!(remove_pod_cgroups(fs.path(), "/n1/kubepods", "../x").is_empty());
+    }
 
     fn q(s: &str) -> Quantity {
         Quantity(s.into())

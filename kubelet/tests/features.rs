@@ -15,6 +15,7 @@
 //!   a command that is not in the image: the runtime's message in a Failed event;
 //! - postStart and preStop hooks run (they write to a hostPath the test reads);
 //! - a hostPort answers on the node (CNI portmap, asked on the node's loopback);
+//! - deleted pods lose their volume directories and pod cgroups;
 //! - after teardown nothing is left on the machine.
 
 mod support;
@@ -299,7 +300,9 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     .await?;
 
     // Deleting the pods tears their volumes down (tmpfs unmounted, directories removed).
+    let mut uids = Vec::new();
     for name in ["vols", "late", "live", "unready", "oom", "token", "noimage", "badcmd"] {
+        uids.push(pods.get(name).await?.metadata.uid.unwrap_or_default());
         pods.delete(name, &Default::default()).await?;
     }
     let pods_dir = cluster.node.dir.join("kubelet/pods");
@@ -311,6 +314,19 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
         }
     })
     .await?;
+    // ... and their pod cgroups (runc removes only the containers').
+    let kubepods = format!("{}/kubepods", cluster.node.cgroup_parent.trim_matches('/'));
+    let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")?
+        .flatten()
+        .flat_map(|h| {
+            let base = h.path().join(&kubepods);
+            ["", "burstable", "besteffort"].map(|tier| base.join(tier))
+        })
+        .flat_map(|tier| std::fs::read_dir(tier).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| uids.iter().any(|u| *n == format!("pod{u}")))
+        .collect();
+    assert!(left.is_empty(), "pod cgroups left: {left:?}");
     Ok(())
 }
 

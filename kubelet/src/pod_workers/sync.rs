@@ -58,6 +58,9 @@ pub struct PodDeps {
     pub host_ip: String,
     /// The node's /etc/hosts, the base of host-network pods' hosts file.
     pub node_hosts: String,
+    /// The pods' cgroup root (`NodeConfig::cgroup_root`), whose empty pod cgroups are removed
+    /// when a pod is gone; empty = leave cgroups alone.
+    pub cgroup_root: String,
     pulls: Mutex<PullBackoff>,
     events: Mutex<Option<EventWriter>>,
     prober_cancel: CancellationToken,
@@ -100,6 +103,7 @@ impl PodDeps {
             memory_capacity: c.memory_capacity,
             host_ip: c.host_ip,
             node_hosts: c.node_hosts,
+            cgroup_root: String::new(),
             pulls: Mutex::default(),
             events: Mutex::new(Some((c.event_sink, rx))),
             prober_cancel,
@@ -144,10 +148,19 @@ impl PodDeps {
         self.prober.wait().await;
     }
 
-    /// Forgets a pod that is gone: its probe workers and its volumes.
+    /// Forgets a pod that is gone: its probe workers, its volumes and its cgroup.
     pub async fn cleanup_pod(&self, pod_uid: &str) -> Result<(), volumes::VolumeError> {
         self.prober.remove_pod(pod_uid);
         self.pulls.lock().unwrap_or_else(|p| p.into_inner()).forget_pod(pod_uid);
+        if !self.cgroup_root.is_empty() {
+            let (root, uid) = (self.cgroup_root.clone(), pod_uid.to_string());
+            let removed = tokio::task::spawn_blocking(move || {
+                qos::remove_pod_cgroups(std::path::Path::new("/sys/fs/cgroup"), &root, &uid)
+            })
+            .await
+            .unwrap_or_default();
+            tracing::debug!(pod_uid = %pod_uid, removed = removed.len(), "removed the pod's cgroups");
+        }
         self.volumes.teardown(pod_uid).await
     }
 
