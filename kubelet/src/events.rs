@@ -3,7 +3,9 @@
 //! go through a channel to [`run`], which correlates them (upstream's `EventCorrelator`): an
 //! identical event bumps `count` and `lastTimestamp` of the one already written, and more than
 //! [`MAX_SIMILAR`] events differing only in message within [`AGGREGATE_WINDOW`] are combined into
-//! one "(combined from similar events): ..." event. So a crash loop does not spam.
+//! one "(combined from similar events): ..." event; and each object's events pass a token
+//! bucket (upstream's spam filter: a burst of [`SPAM_BURST`], then one per
+//! [`SPAM_REFILL`]). So a crash loop does not spam.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -40,6 +42,9 @@ pub mod reason {
 /// Events differing only in message that are combined after this many in the window.
 pub const MAX_SIMILAR: usize = 10;
 pub const AGGREGATE_WINDOW: Duration = Duration::from_secs(600);
+/// upstream's EventSourceObjectSpamFilter: burst and refill interval per object.
+pub const SPAM_BURST: f64 = 25.0;
+pub const SPAM_REFILL: Duration = Duration::from_secs(300);
 /// How long an event is remembered for counting repeats.
 const CACHE_FOR: Duration = Duration::from_secs(3600);
 
@@ -152,7 +157,15 @@ impl EventSink for FakeEvents {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     Create(Box<Event>),
-    Update { namespace: String, name: String, count: i32, last: Time, message: String },
+    Update {
+        namespace: String,
+        name: String,
+        count: i32,
+        last: Time,
+        message: String,
+    },
+    /// Dropped by the spam filter.
+    Skip,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +183,8 @@ pub struct Correlator {
     seen: HashMap<String, Seen>,
     /// Similar events (all but the message): when each was seen, in the window.
     similar: HashMap<String, Vec<Timestamp>>,
+    /// Spam filter buckets per object: (tokens, last refill).
+    buckets: HashMap<String, (f64, Timestamp)>,
 }
 
 fn object_key(o: &ObjectReference) -> String {
@@ -191,6 +206,15 @@ impl Correlator {
     pub fn observe(&mut self, ev: &NewEvent, node: &str, now: Timestamp) -> Write {
         let cutoff = now - CACHE_FOR;
         self.seen.retain(|_, s| s.at > cutoff);
+        self.buckets.retain(|_, (_, at)| *at > cutoff);
+        let (tokens, at) = self.buckets.entry(object_key(&ev.object)).or_insert((SPAM_BURST, now));
+        let elapsed = now.duration_since(*at).as_secs_f64().max(0.0);
+        *tokens = (*tokens + elapsed / SPAM_REFILL.as_secs_f64()).min(SPAM_BURST);
+        *at = now;
+        if *tokens < 1.0 {
+            return Write::Skip;
+        }
+        *tokens -= 1.0;
         let window_start = now - AGGREGATE_WINDOW;
         let similar_key = format!("{}|{}|{}", object_key(&ev.object), ev.type_, ev.reason);
         let times = self.similar.entry(similar_key.clone()).or_default();
@@ -284,6 +308,7 @@ pub async fn run(
             Write::Update { namespace, name, count, last, message } => {
                 sink.update(&namespace, &name, count, last, &message).await
             }
+            Write::Skip => Ok(()),
         };
         if let Err(e) = result {
             tracing::warn!(reason = %ev.reason, error = %e, "writing an event failed");
@@ -365,10 +390,25 @@ mod tests {
                     last_message = e.message.unwrap_or_default();
                 }
                 Write::Update { message, .. } => last_message = message,
+                Write::Skip => panic!("20 events are within the spam filter's burst"),
             }
         }
         assert_eq!(creates, MAX_SIMILAR + 1, "ten distinct events, then one combined");
         assert_eq!(last_message, "(combined from similar events): probe failed 19");
+    }
+
+    #[test]
+    fn spam_filter_allows_a_burst_then_one_per_five_minutes() {
+        let mut c = Correlator::default();
+        let t0 = Timestamp::from_second(1_800_000_000).expect("time");
+        let written = (0..40)
+            .filter(|i| !matches!(c.observe(&ev("FailedMount", "m"), "n", t0 + Duration::from_secs(*i)), Write::Skip))
+            .count();
+        assert_eq!(written, 25, "the burst");
+        assert!(matches!(c.observe(&ev("FailedMount", "m"), "n", t0 + Duration::from_secs(100)), Write::Skip));
+        assert!(!matches!(c.observe(&ev("FailedMount", "m"), "n", t0 + Duration::from_secs(40 + 300)), Write::Skip));
+        let other = NewEvent { object: pod_ref(&pod(), Some("setup")), ..ev("FailedMount", "m") };
+        assert!(!matches!(c.observe(&other, "n", t0 + Duration::from_secs(100)), Write::Skip), "per object");
     }
 
     #[tokio::test]
