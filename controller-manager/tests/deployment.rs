@@ -281,6 +281,20 @@ async fn stalled_rollout_exceeds_its_progress_deadline_and_scaling_mid_rollout_i
         sizes(&replicasets(&client, "web").await) == [("never-ready".to_string(), 10), ("v1".to_string(), 15)]
     })
     .await;
+
+    // kubectl 1.27 rolls the stalled rollout back and waits for it.
+    let dir = cluster.server.cert_dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let k = Kubectl::new(27, &dir);
+        let out = k.ok(&["rollout", "history", "deployment/web"]);
+        assert!(out.contains("1 ") && out.contains("2 "), "{out}");
+        k.ok(&["rollout", "undo", "deployment/web"]);
+        let out = k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+        assert!(out.contains("successfully rolled out"), "{out}");
+    })
+    .await
+    .expect("kubectl");
+    assert_eq!(sizes(&replicasets(&client, "web").await), [("never-ready".to_string(), 0), ("v1".to_string(), 20)]);
     cluster.stop().await;
 }
 
