@@ -316,17 +316,26 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     .await?;
     // ... and their pod cgroups (runc removes only the containers').
     let kubepods = format!("{}/kubepods", cluster.node.cgroup_parent.trim_matches('/'));
-    let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")?
-        .flatten()
-        .flat_map(|h| {
-            let base = h.path().join(&kubepods);
-            ["", "burstable", "besteffort"].map(|tier| base.join(tier))
-        })
-        .flat_map(|tier| std::fs::read_dir(tier).into_iter().flatten().flatten())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| uids.iter().any(|u| *n == format!("pod{u}")))
-        .collect();
-    assert!(left.is_empty(), "pod cgroups left: {left:?}");
+    let pod_cgroups_left = || -> Vec<String> {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|h| {
+                let base = h.path().join(&kubepods);
+                ["", "burstable", "besteffort"].map(|tier| base.join(tier))
+            })
+            .flat_map(|tier| std::fs::read_dir(tier).into_iter().flatten().flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| uids.iter().any(|u| *n == format!("pod{u}")))
+            .collect()
+    };
+    let gone = wait_for("pod cgroups removed", WAIT, || {
+        let left = pod_cgroups_left();
+        async move { left.is_empty().then_some(()) }
+    })
+    .await;
+    assert!(gone.is_ok(), "pod cgroups left: {:?}", pod_cgroups_left());
     Ok(())
 }
 

@@ -472,8 +472,12 @@ pub async fn sync_pod(
             rt.stop_pod_sandbox(&s.id).await?;
         }
         if !actions.create_sandbox {
-            // Nothing runs any more: no probe worker either.
+            // Nothing runs any more: no probe worker either, and the volumes go (upstream
+            // unmounts a terminated pod's volumes; the API object may stay for long).
             deps.prober.sync_pod(pod, &[], "");
+            if let Err(e) = deps.volumes.teardown(&pod_uid).await {
+                tracing::warn!(pod_uid = %pod_uid, error = %e, "tearing down a finished pod's volumes failed");
+            }
             return Ok(out);
         }
     }
@@ -971,9 +975,12 @@ mod tests {
         let id = e.rt.container_ids()[0].clone();
         e.rt.set_container_exited(&id, 0, "Completed").expect("exit");
         e.rt.take_calls();
+        let pod_dir = e.deps.volumes.pod_dir("u1");
+        assert!(pod_dir.exists(), "the running pod has its directory (hosts file)");
         let out = e.sync(&p, &mut b, 1).await;
         assert!(out.actions.kill_pod && out.started.is_empty());
         assert!(e.rt.methods().contains(&"StopPodSandbox"));
+        assert!(!pod_dir.exists(), "a finished pod's volumes are torn down");
     }
 
     #[tokio::test]
