@@ -285,7 +285,7 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     let url = "http://127.0.0.1:18080/".to_string();
     let node = &cluster.node;
     let body = wait_for("nginx on the hostPort", WAIT, || {
-        let out = node.command("timeout").args(["5", "wget", "-q", "-O-", &url]).output();
+        let out = node.command("curl").args(["-s", "-m", "5", &url]).output();
         async move {
             let out = out.ok()?;
             out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
