@@ -3,6 +3,7 @@
 //!
 //! - ClusterFirst DNS in the container's resolv.conf, the pod in the managed /etc/hosts, a
 //!   `medium: Memory` emptyDir on tmpfs;
+//! - a changed ConfigMap reaches the files of a running pod's volume;
 //! - configMap and secret volumes and env (`configMapKeyRef`, `secretKeyRef`, `fieldRef`,
 //!   `envFrom`) are what the container sees;
 //! - a projected volume carries a service account token from the TokenRequest API (a JWT);
@@ -24,7 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, ServiceAccount};
-use kube::api::{Api, LogParams, PostParams};
+use kube::api::{Api, LogParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
 
@@ -120,6 +121,16 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     }))?;
     pods.create(&PostParams::default(), &vol).await?;
 
+    // ---- a ConfigMap volume follows changes ----
+    let watcher: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "watcher"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox:1.36",
+            "command": ["sh", "-c", "while true; do cat /etc/cfg/mode; echo; sleep 1; done"],
+            "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}]}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "app-config"}}]},
+    }))?;
+    pods.create(&PostParams::default(), &watcher).await?;
+
     // ---- 100 MiB in a 20 MiB limit: OOMKilled ----
     let oom: Pod = serde_json::from_value(json!({
         "metadata": {"name": "oom"},
@@ -201,6 +212,19 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     })
     .await?;
     assert_eq!(token_logs, "eyJ\ndefault\n", "a JWT and the namespace");
+
+    wait_for("watcher reads the ConfigMap", WAIT, || async {
+        let l = pods.logs("watcher", &LogParams::default()).await.ok()?;
+        l.contains("fast\n").then_some(())
+    })
+    .await?;
+    let patch = json!({"data": {"mode": "slow"}});
+    cms.patch("app-config", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    wait_for("watcher sees the changed ConfigMap", WAIT, || async {
+        let l = pods.logs("watcher", &LogParams::default()).await.ok()?;
+        l.contains("slow\n").then_some(())
+    })
+    .await?;
 
     let failed_mount = wait_for("FailedMount for late", WAIT, || async {
         events_of(&client, "late").await.into_iter().find(|(r, _)| r == "FailedMount")
@@ -301,7 +325,7 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
 
     // Deleting the pods tears their volumes down (tmpfs unmounted, directories removed).
     let mut uids = Vec::new();
-    for name in ["vols", "late", "live", "unready", "oom", "token", "noimage", "badcmd"] {
+    for name in ["vols", "late", "live", "unready", "oom", "token", "noimage", "badcmd", "watcher"] {
         uids.push(pods.get(name).await?.metadata.uid.unwrap_or_default());
         pods.delete(name, &Default::default()).await?;
     }
