@@ -9,6 +9,8 @@
 //! - a projected volume carries a service account token from the TokenRequest API (a JWT);
 //! - a volume naming a missing ConfigMap gives FailedMount events, and the pod starts once the
 //!   ConfigMap is created;
+//! - a Guaranteed pod runs with its limits in its cgroup (CPU quota, memory limit) and reports
+//!   its QoS class;
 //! - a 20 MiB memory limit kills a process allocating 100 MiB: terminated with OOMKilled;
 //! - a failing liveness probe restarts the container, with the Killing event;
 //! - a failing readiness probe keeps the pod Running but not Ready;
@@ -131,6 +133,15 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     }))?;
     pods.create(&PostParams::default(), &watcher).await?;
 
+    // ---- Guaranteed: requests = limits, enforced by the cgroup ----
+    let guaranteed: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "guaranteed"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox:1.36",
+            "command": ["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us; sleep 3600"],
+            "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}, "requests": {"cpu": "100m", "memory": "32Mi"}}}]},
+    }))?;
+    pods.create(&PostParams::default(), &guaranteed).await?;
+
     // ---- 100 MiB in a 20 MiB limit: OOMKilled ----
     let oom: Pod = serde_json::from_value(json!({
         "metadata": {"name": "oom"},
@@ -245,6 +256,15 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
     })
     .await?;
 
+    let limits = wait_for("guaranteed logs", WAIT, || async {
+        let l = pods.logs("guaranteed", &LogParams::default()).await.ok()?;
+        (l.lines().count() >= 2).then_some(l)
+    })
+    .await?;
+    assert_eq!(limits, format!("{}\n10000\n", 32 << 20), "memory limit and CFS quota");
+    let p = pods.get("guaranteed").await?;
+    assert_eq!(p.status.and_then(|s| s.qos_class).as_deref(), Some("Guaranteed"));
+
     let terminated = wait_for("oom terminated", WAIT, || async {
         let p = pods.get("oom").await.ok()?;
         container_status(&p, "c")?.state?.terminated
@@ -325,7 +345,7 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
 
     // Deleting the pods tears their volumes down (tmpfs unmounted, directories removed).
     let mut uids = Vec::new();
-    for name in ["vols", "late", "live", "unready", "oom", "token", "noimage", "badcmd", "watcher"] {
+    for name in ["vols", "late", "live", "unready", "oom", "token", "noimage", "badcmd", "watcher", "guaranteed"] {
         uids.push(pods.get(name).await?.metadata.uid.unwrap_or_default());
         pods.delete(name, &Default::default()).await?;
     }
