@@ -116,7 +116,11 @@ fn lifecycle_create_workloads_stop_start_node_add_delete() {
     for want in ["library/nginx:1.25", "library/busybox:1.36", "pause:3.10"] {
         assert!(images.lines().any(|l| l == want), "{want} missing from\n{images}");
     }
-    assert!(c.rkube_ok(&["logs", "apiserver", "--cluster", &c.name]).len() < 10_000_000);
+    c.rkube_ok(&["logs", "apiserver", "--cluster", &c.name]);
+    let node0 = c.record_nodes()[0].0.clone();
+    c.rkube_ok(&["logs", "containerd", "--node", &node0, "--cluster", &c.name]);
+    let out = c.rkube(&["logs", "kubelet", "--cluster", &c.name]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --node"), "{}", out_text(&out));
     // the kubeconfig context is current: plain kubectl reaches the cluster
     assert!(c.kubectl_ok(&["config", "current-context"]).trim() == format!("rkube-{}", c.name));
     c.kubectl_ok(&["get", "namespaces"]);
@@ -271,6 +275,17 @@ fn bad_input_is_refused_and_leaves_nothing() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("must run as root"), "{}", out_text(&out));
+    // a missing dependency is named with its Debian package
+    let out = probe
+        .rkube_command(&["cluster", "create", "--name", &probe.name])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("missing dependencies: ") && err.contains("etcd (etcd-server)"),
+        "{err}"
+    );
     assert!(leftovers(&probe.name, &serde_json::Value::Null, &probe.kubeconfig).is_empty());
 
     // a config file with roles, labels, taints and a port mapping
