@@ -1247,4 +1247,63 @@ COMMIT
         );
         assert_eq!(missing_jumps("filter", "").len(), 9);
     }
+
+    fn internal_local(mut svc: k8s_openapi::api::core::v1::Service) -> k8s_openapi::api::core::v1::Service {
+        svc.spec.as_mut().expect("spec").internal_traffic_policy = Some("Local".into());
+        svc
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_uses_only_local_endpoints() {
+        let got = case(|t| {
+            t.apply_service(&internal_local(service("ns8", "svc8", "172.30.0.48", &[("p80", 80)])));
+            t.apply_slice(&slice(
+                "ns8",
+                "svc8-a",
+                "svc8",
+                ("p80", Some(80)),
+                &[("10.180.0.10", "node1", true, true, false), ("10.180.1.10", "node2", true, true, false)],
+            ));
+        });
+        let svl = svl_chain(&ServicePortName { service: ServiceKey::new("ns8", "svc8"), port: "p80".into() }, "tcp");
+        let sep = sep_chain(
+            &ServicePortName { service: ServiceKey::new("ns8", "svc8"), port: "p80".into() },
+            "tcp",
+            "10.180.0.10:80",
+        );
+        let want = [
+            format!("nat: :{svl} - [0:0]"),
+            format!("nat: :{sep} - [0:0]"),
+            format!(
+                r#"nat: -A KUBE-SERVICES -m comment --comment "ns8/svc8:p80 cluster IP" -m tcp -p tcp -d 172.30.0.48 --dport 80 -j {svl}"#
+            ),
+            format!(
+                r#"nat: -A {svl} -m comment --comment "ns8/svc8:p80 cluster IP" -m tcp -p tcp -d 172.30.0.48 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"#
+            ),
+            format!(r#"nat: -A {svl} -m comment --comment "ns8/svc8:p80 -> 10.180.0.10:80" -j {sep}"#),
+            format!("nat: -A {sep} -m comment --comment ns8/svc8:p80 -s 10.180.0.10 -j KUBE-MARK-MASQ"),
+            format!(
+                "nat: -A {sep} -m comment --comment ns8/svc8:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.10:80"
+            ),
+        ];
+        assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_without_local_endpoints_drops() {
+        let got = case(|t| {
+            t.apply_service(&internal_local(service("ns8", "svc8", "172.30.0.48", &[("p80", 80)])));
+            t.apply_slice(&slice(
+                "ns8",
+                "svc8-a",
+                "svc8",
+                ("p80", Some(80)),
+                &[("10.180.1.10", "node2", true, true, false)],
+            ));
+        });
+        let want = [
+            r#"filter: -A KUBE-SERVICES -m comment --comment "ns8/svc8:p80 has no local endpoints" -m tcp -p tcp -d 172.30.0.48 --dport 80 -j DROP"#,
+        ];
+        assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
 }
