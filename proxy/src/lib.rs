@@ -57,6 +57,9 @@ pub struct Options {
     /// Address for /healthz (plain HTTP; port 0 picks a free one).
     #[arg(long, default_value = "0.0.0.0:10256")]
     pub healthz_bind_address: SocketAddr,
+    /// Remove every rule and chain this proxy made, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -145,6 +148,11 @@ fn in_net(ip: std::net::Ipv4Addr, net: std::net::Ipv4Addr, bits: u8) -> bool {
 pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()> {
     let ipt = iptables::Real::detect(Vec::new()).await;
     tracing::info!(backend = ?ipt.backend(), "iptables backend");
+    if opts.cleanup {
+        iptables::cleanup(&ipt).await?;
+        tracing::info!("removed the proxy's rules and chains");
+        return Ok(());
+    }
     run_with(opts, ipt, cancel).await
 }
 

@@ -1,8 +1,9 @@
 //! The rendered rules in a real kernel: a private network namespace (198.18.0.0/15 addresses
 //! only, no default route), the real iptables-restore/-save inside it, a TCP server behind a
-//! ClusterIP and a node port, a service without endpoints refusing at once, and a deleted service's chains
-//! going away in a partial sync. Needs root; skips with a message otherwise. The root
-//! namespace's tables are never touched: every iptables command runs under `ip netns exec`.
+//! ClusterIP and a node port, a service without endpoints refusing at once, a deleted
+//! service's chains going away in a partial sync, and `--cleanup` removing everything. Needs
+//! root; skips with a message otherwise. The root namespace's tables are never touched: every
+//! iptables command runs under `ip netns exec`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -244,6 +245,13 @@ async fn clusterip_reaches_endpoint_rejects_without_endpoints_and_deleted_chains
     assert!(nat.contains(":KUBE-SERVICES"), "{nat}");
     let filter = ns.save("filter")?;
     assert!(filter.contains("\"default/empty:http has no endpoints\""), "{filter}");
+
+    // --cleanup leaves nothing of ours behind.
+    rkube_proxy::iptables::cleanup(&ipt).await?;
+    for table in ["nat", "filter"] {
+        let saved = ns.save(table)?;
+        assert!(!saved.contains("KUBE-"), "{saved}");
+    }
 
     // The restore input is rejected as a whole when one line is bad, and the error names it.
     let err = ipt.restore("*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES --bogus\nCOMMIT\n", true).await;

@@ -193,6 +193,13 @@ impl Iptables for Real {
     }
 }
 
+/// Removes every rule and chain the proxy made (`--cleanup`): two saves and one restore.
+pub async fn cleanup<I: Iptables>(ipt: &I) -> Result<(), IptablesError> {
+    let filter = ipt.save("filter").await?;
+    let nat = ipt.save("nat").await?;
+    ipt.restore(&render::cleanup(&filter, &nat), true).await
+}
+
 /// One call the fake saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {

@@ -180,6 +180,42 @@ pub fn with_jumps(text: &str, jumps: &[&JumpRule]) -> String {
     out
 }
 
+/// The restore input that removes everything the proxy made (upstream: `CleanupLeftovers`):
+/// the jump rules present in the saved tables (`-D`), then our chains, flushed by declaring
+/// them and deleted with `-X`. Chains of other components are left alone.
+pub fn cleanup(filter_saved: &str, nat_saved: &str) -> String {
+    let mut out = String::new();
+    for (table, saved, base) in [
+        (
+            "filter",
+            filter_saved,
+            &[KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL][..],
+        ),
+        ("nat", nat_saved, &[KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ][..]),
+    ] {
+        let lines: BTreeSet<&str> = saved.lines().collect();
+        let chains: Vec<String> = crate::iptables::chains_in_save(saved)
+            .into_iter()
+            .filter(|c| base.contains(&c.as_str()) || is_service_chain(c))
+            .collect();
+        let _ = writeln!(out, "*{table}");
+        for c in &chains {
+            let _ = writeln!(out, ":{c} - [0:0]");
+        }
+        for j in JUMP_RULES.iter().filter(|j| j.table == table) {
+            let line = j.saved_line();
+            if lines.contains(line.as_str()) {
+                let _ = writeln!(out, "-D{}", &line[2..]);
+            }
+        }
+        for c in &chains {
+            let _ = writeln!(out, "-X {c}");
+        }
+        out.push_str("COMMIT\n");
+    }
+    out
+}
+
 /// Node-level facts the rules depend on.
 #[derive(Debug, Clone, Default)]
 pub struct RenderConfig {
@@ -1305,5 +1341,19 @@ COMMIT
             r#"filter: -A KUBE-SERVICES -m comment --comment "ns8/svc8:p80 has no local endpoints" -m tcp -p tcp -d 172.30.0.48 --dport 80 -j DROP"#,
         ];
         assert_eq!(got, want, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn cleanup_removes_our_jumps_and_chains_only() {
+        let nat = "*nat\n:OUTPUT ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-X - [0:0]\n:CNI-Y - [0:0]\n\
+                   -A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+                   -A OUTPUT -j CNI-Y\nCOMMIT\n";
+        let got = cleanup("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", nat);
+        assert_eq!(
+            got,
+            "*filter\nCOMMIT\n*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-X - [0:0]\n\
+             -D OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             -X KUBE-SERVICES\n-X KUBE-SVC-X\nCOMMIT\n"
+        );
     }
 }
