@@ -399,4 +399,18 @@ mod tests {
         assert_eq!(saves_after, saves_before + 2);
         h.stop().await;
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_sync_deletes_stale_chains_a_previous_run_left() {
+        let h = start();
+        h.fake.set_saved_nat("*nat\n:KUBE-SVC-LEFTOVER0000000 - [0:0]\n:KUBE-MARK-DROP - [0:0]\nCOMMIT\n");
+        h.synced.send_replace(true);
+        settle().await;
+        let restores = h.fake.restores();
+        assert_eq!(restores.len(), 1);
+        assert!(restores[0].contains(":KUBE-SVC-LEFTOVER0000000 - [0:0]\n"), "{}", restores[0]);
+        assert!(restores[0].contains("-X KUBE-SVC-LEFTOVER0000000\n"), "{}", restores[0]);
+        assert!(!restores[0].contains("KUBE-MARK-DROP"), "{}", restores[0]);
+        h.stop().await;
+    }
 }
