@@ -1,6 +1,7 @@
 //! The rendered rules in a real kernel: a private network namespace (198.18.0.0/15 addresses
 //! only, no default route), the real iptables-restore/-save inside it, a TCP server behind a
-//! ClusterIP and a node port, a service without endpoints refusing at once, a deleted
+//! ClusterIP and a node port, 60 connections spread over 3 endpoints, ClientIP affinity
+//! pinning a client, a service without endpoints refusing at once, a deleted
 //! service's chains going away in a partial sync, and `--cleanup` removing everything. Needs
 //! root; skips with a message otherwise. The root namespace's tables are never touched: every
 //! iptables command runs under `ip netns exec`.
@@ -17,7 +18,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use prometheus_client::registry::Registry;
-use rkube_proxy::iptables::render::{svc_chain, RenderConfig};
+use rkube_proxy::iptables::render::{sep_chain, svc_chain, RenderConfig};
 use rkube_proxy::iptables::{Iptables, Real};
 use rkube_proxy::proxier::{Health, Metrics, Proxier};
 use rkube_proxy::tracker::{ServiceKey, ServicePortName, Tracker, SERVICE_NAME_LABEL};
@@ -27,6 +28,8 @@ const CLIENT_IP: &str = "198.18.200.1";
 const WEB_VIP: &str = "198.19.200.10";
 const EMPTY_VIP: &str = "198.19.200.11";
 const NODE_PORT: i32 = 30080;
+const SPREAD_VIP: &str = "198.19.200.12";
+const STICKY_VIP: &str = "198.19.200.13";
 
 /// A network namespace deleted on drop, even when the test fails.
 struct Netns {
@@ -85,7 +88,7 @@ impl Drop for Netns {
     }
 }
 
-/// A TCP server answering "hi\n", stopped on drop.
+/// A TCP server answering a fixed reply, stopped on drop.
 struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -100,7 +103,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(ns: &Netns, addr: SocketAddr) -> anyhow::Result<Server> {
+fn start_server(ns: &Netns, addr: SocketAddr, reply: &'static str) -> anyhow::Result<Server> {
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -124,7 +127,7 @@ fn start_server(ns: &Netns, addr: SocketAddr) -> anyhow::Result<Server> {
         while !stop2.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((mut s, _)) => {
-                    let _ = s.write_all(b"hi\n");
+                    let _ = s.write_all(reply.as_bytes());
                 }
                 // Nonblocking accept: poll the stop flag between connections.
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -154,6 +157,30 @@ fn service(name: &str, ip: &str, node_port: Option<i32>) -> Service {
     }
 }
 
+/// A slice for `svc` whose endpoints are the same address on several ports, one per slice
+/// port name — the way to give one address three backends without more interfaces.
+fn multi_slices(svc: &str, ports: &[i32]) -> Vec<EndpointSlice> {
+    ports
+        .iter()
+        .map(|p| EndpointSlice {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some(format!("{svc}-{p}")),
+                labels: Some([(SERVICE_NAME_LABEL.to_string(), svc.to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: vec![Endpoint { addresses: vec![ENDPOINT_IP.into()], ..Default::default() }],
+            ports: Some(vec![EndpointPort {
+                name: Some("http".into()),
+                port: Some(*p),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+        })
+        .collect()
+}
+
 fn web_slice() -> EndpointSlice {
     EndpointSlice {
         metadata: ObjectMeta {
@@ -180,7 +207,11 @@ async fn clusterip_reaches_endpoint_rejects_without_endpoints_and_deleted_chains
         return Ok(());
     }
     let ns = Netns::create()?;
-    let _server = start_server(&ns, format!("{ENDPOINT_IP}:8080").parse()?)?;
+    let _server = start_server(&ns, format!("{ENDPOINT_IP}:8080").parse()?, "hi\n")?;
+    let _spread: Vec<Server> = [("8081", "a"), ("8082", "b"), ("8083", "c")]
+        .into_iter()
+        .map(|(port, reply)| start_server(&ns, format!("{ENDPOINT_IP}:{port}").parse().expect("address"), reply))
+        .collect::<anyhow::Result<_>>()?;
 
     let tracker = Arc::new(Mutex::new(Tracker::new()));
     {
@@ -188,6 +219,15 @@ async fn clusterip_reaches_endpoint_rejects_without_endpoints_and_deleted_chains
         t.apply_service(&service("web", WEB_VIP, Some(NODE_PORT)));
         t.apply_slice(&web_slice());
         t.apply_service(&service("empty", EMPTY_VIP, None));
+        t.apply_service(&service("spread", SPREAD_VIP, None));
+        let mut sticky = service("sticky", STICKY_VIP, None);
+        sticky.spec.as_mut().expect("spec").session_affinity = Some("ClientIP".into());
+        t.apply_service(&sticky);
+        for svc in ["spread", "sticky"] {
+            for s in multi_slices(svc, &[8081, 8082, 8083]) {
+                t.apply_slice(&s);
+            }
+        }
     }
     let prefix = vec!["ip".to_string(), "netns".into(), "exec".into(), ns.name.clone()];
     let ipt = Real::detect(prefix).await;
@@ -211,6 +251,27 @@ async fn clusterip_reaches_endpoint_rejects_without_endpoints_and_deleted_chains
         assert_eq!(answer, "hi\n");
     }
 
+    // The statistic rules spread 60 connections over all three endpoints; ClientIP affinity
+    // pins 20 connections from one client to one endpoint.
+    let replies = |vip: &'static str, n: usize| {
+        ns.run(move || -> std::io::Result<Vec<String>> {
+            let addr: SocketAddr = format!("{vip}:80").parse().expect("address");
+            (0..n)
+                .map(|_| {
+                    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+                    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                    let mut buf = String::new();
+                    s.read_to_string(&mut buf)?;
+                    Ok(buf)
+                })
+                .collect()
+        })
+    };
+    let spread: std::collections::BTreeSet<String> = replies(SPREAD_VIP, 60)??.into_iter().collect();
+    assert_eq!(spread, ["a", "b", "c"].map(String::from).into());
+    let sticky: std::collections::BTreeSet<String> = replies(STICKY_VIP, 20)??.into_iter().collect();
+    assert_eq!(sticky.len(), 1, "{sticky:?}");
+
     // No endpoints: REJECT, so the client sees "connection refused" at once, not a timeout.
     let (kind, took) = ns.run(|| {
         let addr: SocketAddr = format!("{EMPTY_VIP}:80").parse().expect("address");
@@ -221,8 +282,8 @@ async fn clusterip_reaches_endpoint_rejects_without_endpoints_and_deleted_chains
     assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused));
     assert!(took < Duration::from_secs(1), "refusal took {took:?}");
 
-    let web_chain =
-        svc_chain(&ServicePortName { service: ServiceKey::new("default", "web"), port: "http".into() }, "tcp");
+    let web_port = ServicePortName { service: ServiceKey::new("default", "web"), port: "http".into() };
+    let web_chain = svc_chain(&web_port, "tcp");
     let nat = ns.save("nat")?;
     assert!(nat.contains(&format!(":{web_chain}")), "{nat}");
     assert!(nat.contains("-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"), "{nat}");
@@ -240,8 +301,11 @@ async fn clusterip_reaches_endpoint_rejects_without_endpoints_and_deleted_chains
     tracker.lock().expect("tracker").delete_service(&ServiceKey::new("default", "web"));
     proxier.sync(false).await?;
     let nat = ns.save("nat")?;
-    assert!(!nat.contains(&web_chain), "{nat}");
-    assert!(!nat.contains("KUBE-SEP-"), "{nat}");
+    let web_sep = sep_chain(&web_port, "tcp", &format!("{ENDPOINT_IP}:8080"));
+    assert!(!nat.contains(&web_chain) && !nat.contains(&web_sep), "{nat}");
+    // The other services' chains, which the partial sync did not rewrite, are still there.
+    let sticky_port = ServicePortName { service: ServiceKey::new("default", "sticky"), port: "http".into() };
+    assert!(nat.contains(&format!(":{} ", svc_chain(&sticky_port, "tcp"))), "{nat}");
     assert!(nat.contains(":KUBE-SERVICES"), "{nat}");
     let filter = ns.save("filter")?;
     assert!(filter.contains("\"default/empty:http has no endpoints\""), "{filter}");
