@@ -123,7 +123,15 @@ pub async fn run_workers<F, Fut, E>(
                 m.depth.get_or_create(&ql).set(queue.len() as i64);
                 m.adds.get_or_create(&ql).inc();
                 let started = Instant::now();
-                let result = reconcile(key.clone()).await;
+                // A panicking reconcile must not take the worker (and the key it holds) with it.
+                let result = match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(reconcile(
+                    key.clone(),
+                )))
+                .await
+                {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("reconcile panicked".to_string()),
+                };
                 m.duration.get_or_create(&cl).observe(started.elapsed().as_secs_f64());
                 match result {
                     Ok(None) => queue.forget(&key),

@@ -10,7 +10,6 @@
 //! 7. more container restarts first;
 //! 8. newer first (log2 scale again; ties by UID).
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -49,69 +48,43 @@ fn ready_time(p: &Pod) -> Option<Timestamp> {
     ready_condition(p).filter(|(r, _)| *r).and_then(|(_, t)| t)
 }
 
-/// upstream `logarithmicRankDiff`: negative when `t1` is in a younger log2 bucket than `t2`.
-fn log_rank_diff(t1: Timestamp, t2: Timestamp, now: Timestamp) -> i64 {
-    let rank = |t: Timestamp| {
-        let d = now.as_nanosecond() - t.as_nanosecond();
-        if d > 0 {
-            (d as f64).log2() as i64
-        } else {
-            -1
+/// upstream `logarithmicRankDiff`'s bucket: floor(log2(age in ns)); a missing time sorts
+/// first (upstream `afterOrZero`), a future one next.
+fn age_bucket(t: Option<Timestamp>, now: Timestamp) -> i64 {
+    match t {
+        None => -2,
+        Some(t) => {
+            let d = now.as_nanosecond() - t.as_nanosecond();
+            if d > 0 {
+                (d as f64).log2() as i64
+            } else {
+                -1
+            }
         }
-    };
-    rank(t1) - rank(t2)
-}
-
-/// Younger first; a missing time sorts first (upstream `afterOrZero` under LogarithmicScaleDown).
-fn younger_first(a: Option<Timestamp>, b: Option<Timestamp>, ua: &str, ub: &str, now: Timestamp) -> Ordering {
-    match (a, b) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (Some(a), Some(b)) if a == b => Ordering::Equal,
-        (Some(a), Some(b)) => match log_rank_diff(a, b, now) {
-            0 => ua.cmp(ub),
-            d if d < 0 => Ordering::Less,
-            _ => Ordering::Greater,
-        },
     }
 }
 
-/// `Less` = delete `a` before `b`. `ra`/`rb` are the pods' related-pods-on-the-same-node ranks.
-fn compare(a: &Pod, ra: usize, b: &Pod, rb: usize, now: Timestamp) -> Ordering {
-    let (na, nb) = (node(a), node(b));
-    if na != nb && (na.is_empty() || nb.is_empty()) {
-        return if na.is_empty() { Ordering::Less } else { Ordering::Greater };
-    }
-    let by = phase_ordinal(a).cmp(&phase_ordinal(b));
-    if by != Ordering::Equal {
-        return by;
-    }
-    let by = is_ready(a).cmp(&is_ready(b));
-    if by != Ordering::Equal {
-        return by;
-    }
-    let by = deletion_cost(a).cmp(&deletion_cost(b));
-    if by != Ordering::Equal {
-        return by;
-    }
-    let by = rb.cmp(&ra);
-    if by != Ordering::Equal {
-        return by;
-    }
-    let (ua, ub) = (a.metadata.uid.as_deref().unwrap_or_default(), b.metadata.uid.as_deref().unwrap_or_default());
-    if is_ready(a) && is_ready(b) {
-        let by = younger_first(ready_time(a), ready_time(b), ua, ub, now);
-        if by != Ordering::Equal {
-            return by;
-        }
-    }
-    let by = max_restarts(b).cmp(&max_restarts(a));
-    if by != Ordering::Equal {
-        return by;
-    }
-    let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    younger_first(created(a), created(b), ua, ub, now)
+/// The deletion order as one sort key, smallest first. Upstream's `Less` falls back to UIDs
+/// inside a criterion, which is not a total order (Go's sort tolerates that, Rust's does not);
+/// here each criterion compares buckets only and the UID breaks the final tie, so the order
+/// is total and otherwise upstream's.
+fn sort_key(
+    p: &Pod,
+    rank: usize,
+    now: Timestamp,
+) -> (bool, u8, bool, i32, std::cmp::Reverse<usize>, i64, std::cmp::Reverse<i32>, i64, String) {
+    let ready = is_ready(p);
+    (
+        !node(p).is_empty(),
+        phase_ordinal(p),
+        ready,
+        deletion_cost(p),
+        std::cmp::Reverse(rank),
+        if ready { age_bucket(ready_time(p), now) } else { 0 },
+        std::cmp::Reverse(max_restarts(p)),
+        age_bucket(p.metadata.creation_timestamp.as_ref().map(|t| t.0), now),
+        p.metadata.uid.clone().unwrap_or_default(),
+    )
 }
 
 /// The `n` pods of `pods` to delete first. `related` are the active pods of every ReplicaSet
@@ -124,10 +97,9 @@ pub fn pods_to_delete(pods: &[Arc<Pod>], related: &[Arc<Pod>], n: usize, now: Ti
     for p in related.iter().filter(|p| is_active(p)) {
         *on_node.entry(node(p)).or_default() += 1;
     }
-    let mut ranked: Vec<(usize, &Arc<Pod>)> =
-        pods.iter().map(|p| (on_node.get(node(p)).copied().unwrap_or(0), p)).collect();
-    ranked.sort_by(|(ra, a), (rb, b)| compare(a, *ra, b, *rb, now));
-    ranked.into_iter().take(n).map(|(_, p)| p.clone()).collect()
+    let mut ranked: Vec<&Arc<Pod>> = pods.iter().collect();
+    ranked.sort_by_cached_key(|p| sort_key(p, on_node.get(node(p)).copied().unwrap_or(0), now));
+    ranked.into_iter().take(n).cloned().collect()
 }
 
 #[cfg(test)]
@@ -233,6 +205,23 @@ mod tests {
     fn recently_ready_goes_before_long_ready() {
         let pods = vec![pod(running("long", "n1")), pod(P { ready_since: Some(NOW - 3), ..running("recent", "n2") })];
         assert_eq!(order(pods), ["recent"]);
+    }
+
+    #[test]
+    fn the_order_is_total_over_many_similar_pods() {
+        // Upstream's comparator is not transitive on equal times; this must not panic.
+        let pods: Vec<Arc<Pod>> = (0..200)
+            .map(|i| {
+                let name: &'static str = Box::leak(format!("p{i:03}").into_boxed_str());
+                pod(P {
+                    created: NOW - 5000 - (i % 3),
+                    ready_since: Some(NOW - 4000 - (i % 2)),
+                    restarts: (i % 4) as i32,
+                    ..running(name, if i % 5 == 0 { "" } else { "n1" })
+                })
+            })
+            .collect();
+        assert_eq!(pods_to_delete(&pods, &pods, 150, ts(NOW)).len(), 150);
     }
 
     #[test]
