@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub mod dns;
 pub mod envvars;
 pub mod events;
+pub mod eviction;
 pub mod images;
 pub mod lifecycle;
 pub mod machine;
@@ -96,6 +97,10 @@ pub struct Options {
     /// Most pods this node runs (its `pods` capacity).
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
+    /// Hard eviction thresholds (`signal<value`, comma-separated); crossing one sets the Node's
+    /// MemoryPressure, DiskPressure or PIDPressure condition.
+    #[arg(long, default_value = eviction::DEFAULT_EVICTION_HARD, value_parser = eviction::Thresholds::parse)]
+    pub eviction_hard: eviction::Thresholds,
     /// Parent cgroup of every pod (pods go to `<cgroup-root>/kubepods/pod<uid>`).
     #[arg(long, default_value = "/")]
     pub cgroup_root: String,
@@ -299,6 +304,9 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<(), RunErro
     });
 
     let tracker = tokio_util::task::TaskTracker::new();
+    let pressure_sources =
+        eviction::Sources { root_dir: opts.root_dir.clone(), image_dir: None, memory_capacity: facts.memory_bytes };
+    tracker.spawn(eviction::run(pressure_sources, opts.eviction_hard.clone(), facts_tx.clone(), cancel.clone()));
     tracker.spawn(runtime_health_loop(rt.clone(), health_tx, facts_tx, cancel.clone()));
     tracker.spawn(nodestatus::run(
         client.clone(),
@@ -372,6 +380,8 @@ mod tests {
         let o = Options::parse_from(["rkube-kubelet"]);
         assert_eq!(o.port, 10250);
         assert_eq!(o.max_pods, 110);
+        assert_eq!(o.eviction_hard, eviction::Thresholds::parse(eviction::DEFAULT_EVICTION_HARD).expect("default"));
+        assert!(Options::try_parse_from(["rkube-kubelet", "--eviction-hard", "memory.free<1"]).is_err());
         assert_eq!(o.cluster_domain, "cluster.local");
         assert_eq!(o.root_dir, PathBuf::from("/var/lib/kubelet"));
         assert_eq!(o.pod_logs_dir, PathBuf::from("/var/log/pods"));

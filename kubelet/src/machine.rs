@@ -154,6 +154,7 @@ pub fn node_facts(opts: &Options) -> Result<NodeFacts, MachineError> {
         boot_id: read("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default(),
         machine_id: read("/etc/machine-id").map(|s| s.trim().to_string()).unwrap_or_default(),
         images: Vec::new(),
+        pressure: Default::default(),
     })
 }
 

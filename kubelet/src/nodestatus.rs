@@ -39,6 +39,9 @@ pub struct NodeFacts {
     /// Images on the node (repo tags and digests, size in bytes), biggest first as upstream
     /// reports them; known once the runtime answers.
     pub images: Vec<NodeImage>,
+    /// Pressure from the eviction signals (`crate::eviction`), known after the first
+    /// housekeeping pass.
+    pub pressure: crate::eviction::Pressure,
 }
 
 /// One entry of `status.images`.
@@ -163,9 +166,21 @@ pub fn node_status(f: &NodeFacts, health: &RuntimeHealth, now: &str, previous: O
         },
         "images": f.images.iter().take(MAX_IMAGES).map(|i| json!({"names": i.names, "sizeBytes": i.size_bytes})).collect::<Vec<_>>(),
         "conditions": [
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            if f.pressure.memory {
+                cond("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+            } else {
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available")
+            },
+            if f.pressure.disk {
+                cond("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure")
+            } else {
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure")
+            },
+            if f.pressure.pid {
+                cond("PIDPressure", "True", "KubeletHasInsufficientPID", "kubelet has insufficient PID available")
+            } else {
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available")
+            },
             cond("Ready", ready, reason, &message),
         ],
     })
@@ -297,6 +312,7 @@ mod tests {
             boot_id: "b".into(),
             machine_id: "m".into(),
             images: vec![NodeImage { names: vec!["docker.io/library/busybox:1.36".into()], size_bytes: 1_000_000 }],
+            pressure: Default::default(),
         }
     }
 
@@ -323,5 +339,19 @@ mod tests {
         assert_eq!(down["conditions"][3]["lastTransitionTime"], "t1");
         // Unchanged conditions keep their transition time.
         assert_eq!(down["conditions"][0]["lastTransitionTime"], "t0");
+    }
+
+    #[test]
+    fn pressure_conditions_follow_the_eviction_signals() {
+        let calm = node_status(&facts(), &RuntimeHealth::Ready, "t0", None);
+        let mut f = facts();
+        f.pressure = crate::eviction::Pressure { memory: true, disk: true, pid: false };
+        let s = node_status(&f, &RuntimeHealth::Ready, "t1", Some(&calm));
+        assert_eq!(s["conditions"][0]["status"], "True");
+        assert_eq!(s["conditions"][0]["reason"], "KubeletHasInsufficientMemory");
+        assert_eq!(s["conditions"][0]["lastTransitionTime"], "t1");
+        assert_eq!(s["conditions"][1]["reason"], "KubeletHasDiskPressure");
+        assert_eq!(s["conditions"][2]["status"], "False");
+        assert_eq!(s["conditions"][2]["lastTransitionTime"], "t0");
     }
 }

@@ -10,6 +10,7 @@ use component_base::testing::{eventually, Etcd};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
+use rkube_kubelet::eviction;
 use rkube_kubelet::nodestatus::{self, NodeFacts, RuntimeHealth};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -32,11 +33,16 @@ fn facts() -> NodeFacts {
         boot_id: "boot".into(),
         machine_id: "machine".into(),
         images: Vec::new(),
+        pressure: Default::default(),
     }
 }
 
 fn ready(n: &Node) -> Option<(String, String)> {
-    let c = n.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    condition(n, "Ready")
+}
+
+fn condition(n: &Node, type_: &str) -> Option<(String, String)> {
+    let c = n.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)?;
     Some((c.status.clone(), c.reason.clone().unwrap_or_default()))
 }
 
@@ -92,6 +98,23 @@ async fn node_registers_renews_its_lease_and_reports_runtime_health() {
         nodes.get("node-1").await.ok().and_then(|n| ready(&n)).map(|r| r.0) == Some("True".into())
     })
     .await;
+
+    // The eviction signals of this machine: its filesystem is never 100 % free, so this
+    // threshold is crossed and DiskPressure is reported; memory and PIDs stay fine.
+    let signals = eviction::Sources { root_dir: std::env::temp_dir(), image_dir: None, memory_capacity: 4 << 30 };
+    let thresholds = eviction::Thresholds::parse("nodefs.available<100%").expect("thresholds");
+    let pressure_cancel = node_cancel.child_token();
+    let pressure = tokio::spawn(eviction::run(signals, thresholds, facts_tx.clone(), pressure_cancel.clone()));
+    eventually("DiskPressure", WAIT, || async {
+        nodes.get("node-1").await.ok().and_then(|n| condition(&n, "DiskPressure"))
+            == Some(("True".into(), "KubeletHasDiskPressure".into()))
+    })
+    .await;
+    let n = nodes.get("node-1").await.expect("node");
+    assert_eq!(condition(&n, "MemoryPressure").map(|c| c.0), Some("False".into()));
+    assert_eq!(condition(&n, "PIDPressure").map(|c| c.0), Some("False".into()));
+    pressure_cancel.cancel();
+    pressure.await.expect("pressure loop stops");
 
     // A changed fact (the runtime's version, learnt late) reaches the Node.
     facts_tx.send_modify(|f| f.runtime_version = "containerd://1.6.21".into());
