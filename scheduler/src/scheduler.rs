@@ -28,9 +28,10 @@ use crate::writer::{ApiWriter, PodEvent, PodRef};
 /// Bindings in flight at once: enough to keep the apiserver busy, bounded so a slow
 /// apiserver slows the loop instead of piling up tasks.
 const PARALLEL_BINDS: usize = 64;
-/// upstream's event broadcaster queues 1,000 events and drops the rest when writes lag.
+/// upstream's event broadcaster queues 1,000 events, drops the rest when writes lag, and
+/// writes them to the sink one at a time.
 const EVENT_QUEUE: usize = 1000;
-const PARALLEL_EVENT_WRITES: usize = 8;
+const PARALLEL_EVENT_WRITES: usize = 1;
 /// upstream samples plugin timings in 10 % of cycles.
 const PLUGIN_METRICS_SAMPLE: u64 = 10;
 
@@ -98,7 +99,7 @@ impl Scheduler {
         match pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()) {
             Some(node) => {
                 let was_assumed = lock(&self.cache).is_assumed(&uid);
-                lock(&self.cache).upsert_pod(Arc::new(PodInfo::new(pod)), &node);
+                lock(&self.cache).upsert_pod(Arc::new(PodInfo::new_bound(pod)), &node);
                 lock(&self.queue).delete(&uid);
                 if !was_assumed {
                     // A new neighbour can satisfy pod affinity or change spreading.

@@ -150,6 +150,32 @@ impl PodInfo {
         }
     }
 
+    /// A bound pod for the cache: everything plugins read about placed pods is derived
+    /// above, so the object keeps only its identity, labels, deletion and start time (a
+    /// few hundred bytes instead of the whole Pod, for every pod in the cluster).
+    pub fn new_bound(pod: Pod) -> Self {
+        let mut info = Self::new(pod);
+        let full = &info.pod;
+        let slim = Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: full.metadata.name.clone(),
+                namespace: full.metadata.namespace.clone(),
+                uid: full.metadata.uid.clone(),
+                labels: full.metadata.labels.clone(),
+                deletion_timestamp: full.metadata.deletion_timestamp.clone(),
+                creation_timestamp: full.metadata.creation_timestamp.clone(),
+                ..Default::default()
+            },
+            spec: None,
+            status: full.status.as_ref().map(|s| k8s_openapi::api::core::v1::PodStatus {
+                start_time: s.start_time.clone(),
+                ..Default::default()
+            }),
+        };
+        info.pod = Arc::new(slim);
+        info
+    }
+
     pub fn labels(&self) -> &BTreeMap<String, String> {
         self.pod.metadata.labels.as_ref().unwrap_or(&EMPTY_LABELS)
     }
@@ -274,5 +300,28 @@ pub fn normalize_image_name(name: &str) -> String {
         name.to_string()
     } else {
         format!("{name}:latest")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{pod, pod_labels};
+
+    #[test]
+    fn bound_pod_keeps_what_plugins_read_about_placed_pods() {
+        let mut p = pod_labels(pod("p", "1", "1Gi"), &[("app", "web")]);
+        p.spec.as_mut().expect("spec").containers[0].ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+            container_port: 80,
+            host_port: Some(8080),
+            ..Default::default()
+        }]);
+        let full = PodInfo::new(p.clone());
+        let slim = PodInfo::new_bound(p);
+        assert!(slim.pod.spec.is_none());
+        assert_eq!(slim.requests, full.requests);
+        assert_eq!(slim.host_ports, full.host_ports);
+        assert_eq!(slim.labels(), full.labels());
+        assert_eq!((slim.uid.as_str(), slim.key()), (full.uid.as_str(), full.key()));
     }
 }
