@@ -1,6 +1,6 @@
 //! rkube-controllers-bench: the load behind `hack/bench/controllers.sh`, against one running
 //! rkube-apiserver: N Node objects (no kubelets) and a simple binder in this process (it lists
-//! unbound pods every 20 ms, binds them round-robin through `pods/binding` and marks them
+//! pending pods every 20 ms, binds the unbound ones round-robin through `pods/binding` and marks them
 //! Running and Ready through `pods/status` at once, 32 at a time), then with
 //! rkube-controller-manager (started here, a release build):
 //!
@@ -54,7 +54,9 @@ async fn binder(api: Arc<Api>, nodes: usize, bound: Arc<AtomicUsize>, stop: toki
     let mut next = 0usize;
     let mut ip = 0u32;
     while !stop.is_cancelled() {
-        let list = api.get_json(&format!("/api/v1/namespaces/{NS}/pods?fieldSelector=spec.nodeName%3D")).await;
+        // Pending pods: unbound ones get bound, then every one is marked Running and Ready
+        // (a failed status write is simply retried on the next pass).
+        let list = api.get_json(&format!("/api/v1/namespaces/{NS}/pods?fieldSelector=status.phase%3DPending")).await;
         let items = list.ok().and_then(|v| v["items"].as_array().cloned()).unwrap_or_default();
         let mut tasks = tokio::task::JoinSet::new();
         for p in items {
@@ -62,6 +64,7 @@ async fn binder(api: Arc<Api>, nodes: usize, bound: Arc<AtomicUsize>, stop: toki
                 continue;
             }
             let name = p["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let unbound = p["spec"]["nodeName"].as_str().is_none_or(str::is_empty);
             let node = format!("bench-node-{}", next % nodes);
             next += 1;
             ip += 1;
@@ -69,19 +72,21 @@ async fn binder(api: Arc<Api>, nodes: usize, bound: Arc<AtomicUsize>, stop: toki
             let (api, sem, bound) = (api.clone(), sem.clone(), bound.clone());
             tasks.spawn(async move {
                 let Ok(_permit) = sem.acquire().await else { return };
-                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-                                     "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-                let r = api
-                    .client
-                    .post(api.url(&format!("/api/v1/namespaces/{NS}/pods/{name}/binding")))
-                    .header("content-type", "application/json")
-                    .body(binding.to_string())
-                    .send()
-                    .await;
-                if !r.is_ok_and(|r| r.status().is_success()) {
-                    return;
+                if unbound {
+                    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                                         "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+                    let r = api
+                        .client
+                        .post(api.url(&format!("/api/v1/namespaces/{NS}/pods/{name}/binding")))
+                        .header("content-type", "application/json")
+                        .body(binding.to_string())
+                        .send()
+                        .await;
+                    if !r.is_ok_and(|r| r.status().is_success()) {
+                        return;
+                    }
+                    bound.fetch_add(1, Ordering::Relaxed);
                 }
-                bound.fetch_add(1, Ordering::Relaxed);
                 let now = rkube_bench::api::unix_nanos() / 1_000_000_000;
                 let now = chrono_like(now);
                 let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
