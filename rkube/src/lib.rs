@@ -90,12 +90,9 @@ pub enum ClusterCommand {
         /// Keep what was made when create fails (for debugging).
         #[arg(long)]
         retain: bool,
-        /// Do not start a component: scheduler, controller-manager, kubelet.
-        #[arg(long, value_parser = ["scheduler", "controller-manager", "kubelet"])]
+        /// Do not start a component: scheduler, controller-manager, kubelet, proxy.
+        #[arg(long, value_parser = ["scheduler", "controller-manager", "kubelet", "proxy"])]
         disable: Vec<String>,
-        /// Start a component that is off by default: proxy.
-        #[arg(long, value_parser = ["proxy"])]
-        enable: Vec<String>,
     },
     /// Delete a cluster and everything it made on this machine.
     Delete {
@@ -188,18 +185,16 @@ fn env_from(opts: &Options) -> Env {
     Env { state_root: opts.state_dir.clone(), bin_dir, images_dir, kubeconfig: cluster::default_kubeconfig() }
 }
 
-fn components(disable: &[String], enable: &[String]) -> Components {
+fn components(disable: &[String]) -> Components {
     let mut c = Components::default();
     for d in disable {
         match d.as_str() {
             "scheduler" => c.scheduler = false,
             "controller-manager" => c.controller_manager = false,
             "kubelet" => c.kubelet = false,
+            "proxy" => c.proxy = false,
             _ => {}
         }
-    }
-    if enable.iter().any(|e| e == "proxy") {
-        c.proxy = true;
     }
     c
 }
@@ -207,13 +202,13 @@ fn components(disable: &[String], enable: &[String]) -> Components {
 pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()> {
     let env = env_from(&opts);
     match opts.command {
-        Command::Cluster(ClusterCommand::Create { name, nodes, config, wait, retain, disable, enable }) => {
+        Command::Cluster(ClusterCommand::Create { name, nodes, config, wait, retain, disable }) => {
             let file = match &config {
                 Some(p) => Some(config::load(p)?),
                 None => None,
             };
             let spec = config::resolve(file, &config::Overrides { name, nodes })?;
-            let opts = cluster::CreateOptions { spec, components: components(&disable, &enable), wait, retain };
+            let opts = cluster::CreateOptions { spec, components: components(&disable), wait, retain };
             cluster::create(&env, opts, &cancel).await?;
         }
         Command::Cluster(ClusterCommand::Delete { name }) => cluster::delete(&env, &name)?,
@@ -346,17 +341,26 @@ mod tests {
         assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
         let e = Options::try_parse_from(["rkube", "cluster", "create", "--disable", "etcd"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
-        let o =
-            Options::try_parse_from(["rkube", "cluster", "create", "--name", "a", "--nodes", "2", "--enable", "proxy"])
-                .unwrap();
+        let o = Options::try_parse_from([
+            "rkube",
+            "cluster",
+            "create",
+            "--name",
+            "a",
+            "--nodes",
+            "2",
+            "--disable",
+            "proxy",
+        ])
+        .unwrap();
         assert!(matches!(o.command, Command::Cluster(ClusterCommand::Create { nodes: Some(2), .. })));
     }
 
     #[test]
     fn component_switches() {
-        let c = components(&[], &[]);
-        assert!(c.kubelet && c.scheduler && c.controller_manager && !c.proxy);
-        let c = components(&["kubelet".into()], &["proxy".into()]);
-        assert!(!c.kubelet && c.proxy);
+        let c = components(&[]);
+        assert!(c.kubelet && c.scheduler && c.controller_manager && c.proxy);
+        let c = components(&["kubelet".into(), "proxy".into()]);
+        assert!(!c.kubelet && !c.proxy && c.scheduler);
     }
 }

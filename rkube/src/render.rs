@@ -474,6 +474,10 @@ pub fn node_processes(state: &ClusterState, paths: &Paths, node: &NodeState) -> 
             s(&d.join("pod-logs")),
             "--cgroup-root".to_owned(),
             format!("/{}", state.cgroup(n)),
+            // As kind does: the nodes share the host's disk, so disk-based thresholds would
+            // put every node under DiskPressure together on a fullish dev machine.
+            "--eviction-hard".to_owned(),
+            "memory.available<100Mi,nodefs.available<0%,nodefs.inodesFree<0%,imagefs.available<0%".to_owned(),
         ];
         if !node.spec.labels.is_empty() {
             let labels: Vec<String> = node.spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -487,7 +491,15 @@ pub fn node_processes(state: &ClusterState, paths: &Paths, node: &NodeState) -> 
     if state.components.proxy {
         out.push((
             Component::Proxy,
-            vec![bin("rkube-proxy"), "--kubeconfig".to_owned(), s(&d.join("proxy.kubeconfig"))],
+            vec![
+                bin("rkube-proxy"),
+                "--kubeconfig".to_owned(),
+                s(&d.join("proxy.kubeconfig")),
+                "--hostname-override".to_owned(),
+                n.to_owned(),
+                "--cluster-cidr".to_owned(),
+                state.plan.pod_subnet.to_string(),
+            ],
         ));
     }
     out.into_iter()
@@ -619,8 +631,13 @@ mod tests {
         let cm = control_plane(&st, &paths)[4].argv.join(" ");
         assert!(cm.ends_with("--bind-address 127.0.0.1:40004 --leader-elect=false"), "{cm}");
         let node = node_processes(&st, &paths, &st.nodes[0]);
-        assert_eq!(node.iter().map(|p| p.component).collect::<Vec<_>>(), [Component::Containerd, Component::Kubelet]);
+        assert_eq!(
+            node.iter().map(|p| p.component).collect::<Vec<_>>(),
+            [Component::Containerd, Component::Kubelet, Component::Proxy]
+        );
         let kubelet = node[1].argv.join(" ");
+        let proxy = node[2].argv.join(" ");
+        assert!(proxy.ends_with("--hostname-override dev-worker --cluster-cidr 198.18.16.0/20"), "{proxy}");
         assert!(kubelet.contains("--hostname-override dev-worker --node-ip 198.19.16.2"), "{kubelet}");
         assert!(kubelet.contains("--pod-cidr 198.18.16.0/24"));
         assert!(kubelet.contains("--cluster-dns 198.19.17.10"));
@@ -629,8 +646,7 @@ mod tests {
         assert!(launch.starts_with(
             "setsid nsenter --net=/run/netns/rkube-dev-dev-worker --mount=/var/lib/rkube/clusters/dev/ns/dev-worker.mnt"
         ));
-        // the proxy is a switch, off until rkube-proxy exists
-        st.components.proxy = true;
+        // each node component is a switch
         st.components.kubelet = false;
         let node = node_processes(&st, &paths, &st.nodes[0]);
         assert_eq!(node.iter().map(|p| p.component).collect::<Vec<_>>(), [Component::Containerd, Component::Proxy]);

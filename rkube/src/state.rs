@@ -37,7 +37,7 @@ pub enum Phase {
     Stopped,
 }
 
-/// Which processes the cluster runs. rkube-proxy is off until the proxy exists.
+/// Which processes the cluster runs (each can be switched off with `create --disable`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Components {
@@ -49,7 +49,7 @@ pub struct Components {
 
 impl Default for Components {
     fn default() -> Self {
-        Components { scheduler: true, controller_manager: true, kubelet: true, proxy: false }
+        Components { scheduler: true, controller_manager: true, kubelet: true, proxy: true }
     }
 }
 
