@@ -402,6 +402,22 @@ fn image_load_and_ls() {
     c.delete_and_check();
 }
 
+/// `curl http://<addr>/` from the host, retried for `timeout` (rkube-proxy's rules for a new
+/// Service land within its min sync period).
+fn http_get_retry(addr: &str, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = Command::new("curl").args(["-s", "--max-time", "3", &format!("http://{addr}/")]).output().ok()?;
+        if out.status.success() {
+            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// README.md's tour, command by command.
 #[test]
 fn readme_tour() {
@@ -416,6 +432,28 @@ fn readme_tour() {
     c.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=90s"]);
     c.kubectl_ok(&["get", "pods", "-o", "wide"]);
     assert_eq!(port_forward_get(&c, "service/nginx").trim(), "hello from nginx");
+    // The NodePort Service answers on every node's address from the host, through the
+    // rkube-proxy rules in each node's namespace (the pod may be on another node).
+    let node_ip = c.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].status.addresses[0].address}"]);
+    for (node, ip) in c.record_nodes() {
+        let body = http_get_retry(&format!("{ip}:30080"), Duration::from_secs(20));
+        assert_eq!(body.as_deref().map(str::trim), Some("hello from nginx"), "NodePort 30080 on {node} ({ip})");
+    }
+    assert!(c.record_nodes().iter().any(|(_, ip)| *ip == node_ip.trim()), "{node_ip}");
+    // The ClusterIP, from a pod on each node.
+    let cluster_ip = c.kubectl_ok(&["get", "service", "nginx", "-o", "jsonpath={.spec.clusterIP}"]);
+    for (i, (node, _)) in c.record_nodes().iter().enumerate() {
+        let client = format!("client{i}");
+        run_pinned(&c, &client, node, "busybox", "Never", Some("sleep 600"));
+        wait_running(&c, &client);
+        let url = format!("http://{}/", cluster_ip.trim());
+        c.wait_kubectl(
+            &format!("ClusterIP from {node}"),
+            POD_WAIT,
+            &["exec", &client, "--", "timeout", "5", "wget", "-qO-", &url],
+            |b| b.trim() == "hello from nginx",
+        );
+    }
     c.kubectl_ok(&["scale", "deployment/nginx", "--replicas=5"]);
     c.wait_kubectl("5 nginx pods Running", POD_WAIT, &["get", "pods", "-l", "app=nginx"], |s| {
         s.lines().filter(|l| l.contains(" Running ")).count() == 5
