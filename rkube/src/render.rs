@@ -169,6 +169,10 @@ pub fn node_net_up(state: &ClusterState, node: &NodeState) -> Vec<Cmd> {
     let addr = format!("{}/{}", node.ip, state.plan.node_network.prefix());
     let mut v = vec![
         cmd(&["ip", "netns", "add", &ns]),
+        // A namespace deleted a moment ago (a crash, or a reboot simulated by killing everything)
+        // is torn down by the kernel asynchronously; until then its veth's host end still holds
+        // the name. Deleting that end destroys the pair at once.
+        cmd_ignore(&["ip", "link", "del", &veth]),
         cmd(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]),
         cmd(&["ip", "link", "set", &veth, "master", br, "up"]),
         cmd(&["ip", "-n", &ns, "link", "set", "lo", "up"]),
@@ -556,8 +560,9 @@ mod tests {
         let st = sample("dev", 3);
         let cmds: Vec<String> = node_net_up(&st, &st.nodes[1]).iter().map(argv).collect();
         assert_eq!(cmds[0], "ip netns add rkube-dev-dev-worker2");
-        assert_eq!(cmds[1], "ip link add rk1n1 type veth peer name eth0 netns rkube-dev-dev-worker2");
-        assert_eq!(cmds[2], "ip link set rk1n1 master rkube1 up");
+        assert_eq!(cmds[1], "ip link del rk1n1");
+        assert_eq!(cmds[2], "ip link add rk1n1 type veth peer name eth0 netns rkube-dev-dev-worker2");
+        assert_eq!(cmds[3], "ip link set rk1n1 master rkube1 up");
         assert!(cmds.contains(&"ip -n rkube-dev-dev-worker2 addr add 198.19.16.3/24 dev eth0".to_owned()));
         assert!(cmds.contains(&"ip route replace 198.18.17.0/24 via 198.19.16.3 dev rkube1".to_owned()));
         assert!(cmds.contains(&"ip -n rkube-dev-dev-worker2 route replace 198.19.17.0/24 dev eth0".to_owned()));
