@@ -288,3 +288,44 @@ async fn leader_failover_between_two_schedulers() {
     b.await.expect("joined").expect("clean stop");
     c.stop().await;
 }
+
+/// A leader that dies without releasing its Lease (a crash: the task is aborted, so no
+/// release runs) is replaced once the Lease expires, not before, and the new leader schedules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_leader_is_replaced_after_its_lease_expires() {
+    let c = Cluster::start().await;
+    c.add_node("n1", "8", "8Gi", 110, &[], json!(null)).await;
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(c.client.clone(), "kube-system");
+    let holder = || async {
+        leases.get_opt("kube-scheduler").await.expect("get").and_then(|l| l.spec).and_then(|s| s.holder_identity)
+    };
+    let flags = [
+        "--leader-elect=true",
+        "--leader-elect-lease-duration=4s",
+        "--leader-elect-renew-deadline=3s",
+        "--leader-elect-retry-period=500ms",
+    ];
+    let (cancel_a, a) = c.scheduler(&flags);
+    eventually("a leader", WAIT, || async { holder().await.is_some() }).await;
+    let first = holder().await.expect("holder");
+    let (cancel_b, b) = c.scheduler(&flags);
+    c.create_pods(vec![pod("before", "100m", json!({}), json!({}))]).await;
+    eventually("bound by the leader", WAIT, || async { c.node_of("before").await.is_some() }).await;
+
+    a.abort();
+    let crashed = std::time::Instant::now();
+    drop(cancel_a);
+    c.create_pods(vec![pod("after", "100m", json!({}), json!({}))]).await;
+    eventually("the standby leads", Duration::from_secs(20), || async { holder().await.is_some_and(|h| h != first) })
+        .await;
+    let took = crashed.elapsed();
+    // The standby waits out the lease it last saw renewed; taking it earlier would let two
+    // schedulers act at once when the old leader is only slow.
+    assert!(took >= Duration::from_secs(3), "the standby took an unexpired Lease after {took:?}");
+    eventually("bound by the new leader", Duration::from_secs(15), || async { c.node_of("after").await.is_some() })
+        .await;
+    cancel_b.cancel();
+    b.await.expect("joined").expect("clean stop");
+    c.stop().await;
+}
