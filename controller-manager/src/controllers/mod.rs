@@ -12,6 +12,7 @@ pub mod endpointslice;
 pub mod events;
 pub mod expectations;
 pub mod garbagecollector;
+pub mod history;
 pub mod informer;
 pub mod metrics;
 pub mod namespace;
