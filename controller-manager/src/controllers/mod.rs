@@ -5,6 +5,7 @@
 //! `workqueue` (deduplicating, rate-limited keys), `expectations`, `events`, `metrics`, and
 //! `run_workers`, the loop that takes keys off a queue and reconciles them.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod discovery;
 pub mod endpoints;
@@ -14,6 +15,7 @@ pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
 pub mod informer;
+pub mod job;
 pub mod metrics;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -22,6 +24,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod rootcacertpublisher;
 pub mod serviceaccount;
+pub mod ttlafterfinished;
 pub mod workqueue;
 
 use std::future::Future;
@@ -70,6 +73,13 @@ pub static DESCRIPTORS: &[Descriptor] = &[
     Descriptor { name: "endpoint", enabled_by_default: true, start: |c| Box::pin(endpoints::run(c)) },
     Descriptor { name: "nodelifecycle", enabled_by_default: true, start: |c| Box::pin(nodelifecycle::run(c)) },
     Descriptor { name: "podgc", enabled_by_default: true, start: |c| Box::pin(podgc::run(c)) },
+    Descriptor { name: "job", enabled_by_default: true, start: |c| Box::pin(job::run(c)) },
+    Descriptor { name: "cronjob", enabled_by_default: true, start: |c| Box::pin(cronjob::run(c)) },
+    Descriptor {
+        name: "ttl-after-finished",
+        enabled_by_default: true,
+        start: |c| Box::pin(ttlafterfinished::run(c)),
+    },
     Descriptor { name: "serviceaccount", enabled_by_default: true, start: |c| Box::pin(serviceaccount::run(c)) },
     Descriptor {
         name: "root-ca-cert-publisher",
