@@ -76,8 +76,20 @@ pub fn listed(p: &Pod) -> bool {
     !is_terminated(p) && pod_ipv4(p).is_some()
 }
 
-/// The endpoint of `p` (its IPv4 address, conditions, node, zone, targetRef).
-pub fn endpoint(p: &Pod, publish_not_ready: bool, zones: &HashMap<String, String>) -> Option<Endpoint> {
+/// upstream `endpointutil.ShouldSetHostname`: a pod with a hostname whose subdomain names
+/// the Service (same namespace) is published under that hostname, so cluster DNS serves
+/// `<hostname>.<svc>.<ns>.svc.<domain>` (StatefulSet pods, pods with hostname + subdomain).
+pub fn hostname(p: &Pod, svc: &Service) -> Option<String> {
+    let spec = p.spec.as_ref()?;
+    let hostname = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
+    let same = spec.subdomain.is_some()
+        && spec.subdomain == svc.metadata.name
+        && p.metadata.namespace == svc.metadata.namespace;
+    same.then(|| hostname.to_owned())
+}
+
+/// The endpoint of `p` (its IPv4 address, conditions, hostname, node, zone, targetRef).
+pub fn endpoint(p: &Pod, svc: &Service, publish_not_ready: bool, zones: &HashMap<String, String>) -> Option<Endpoint> {
     let ip = pod_ipv4(p)?;
     let terminating = p.metadata.deletion_timestamp.is_some();
     let ready = is_ready(p);
@@ -90,7 +102,7 @@ pub fn endpoint(p: &Pod, publish_not_ready: bool, zones: &HashMap<String, String
             serving: Some(publish_not_ready || ready),
             terminating: Some(terminating),
         }),
-        hostname: None,
+        hostname: hostname(p, svc),
         node_name: node.clone(),
         zone: node.and_then(|n| zones.get(&n).cloned()),
         target_ref: Some(k8s_openapi::api::core::v1::ObjectReference {
@@ -141,7 +153,7 @@ pub fn desired_slices(svc: &Service, pods: &[Arc<Pod>], zones: &HashMap<String, 
     let publish = svc.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
     let mut groups: ByPorts = BTreeMap::new();
     for p in selected(svc, pods).into_iter().filter(|p| listed(p)) {
-        let Some(ep) = endpoint(p, publish, zones) else { continue };
+        let Some(ep) = endpoint(p, svc, publish, zones) else { continue };
         let ports = endpoint_ports(svc, p);
         let g = groups.entry(port_key(&ports)).or_insert_with(|| (ports, Vec::new()));
         g.1.push((p.metadata.name.clone().unwrap_or_default(), ep));
@@ -169,7 +181,7 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<k8s_openapi::api
         let Some(ip) = pod_ipv4(p) else { continue };
         let addr = EndpointAddress {
             ip,
-            hostname: None,
+            hostname: hostname(p, svc),
             node_name: p.spec.as_ref().and_then(|s| s.node_name.clone()),
             target_ref: Some(k8s_openapi::api::core::v1::ObjectReference {
                 kind: Some("Pod".into()),
@@ -297,6 +309,30 @@ mod tests {
         assert_eq!(ips(&subsets[0].not_ready_addresses), ["198.18.0.2"]);
         let ports: Vec<i32> = subsets[0].ports.iter().flatten().map(|p| p.port).collect();
         assert_eq!(ports, [8080, 9090]);
+    }
+
+    #[test]
+    fn hostname_is_set_when_the_pods_subdomain_names_the_service() {
+        let with = |hostname: Option<&str>, subdomain: Option<&str>, ns: &str| {
+            let mut p = (*pod("web-0", "198.18.0.1", 8080, true, false)).clone();
+            let spec = p.spec.as_mut().expect("spec");
+            spec.hostname = hostname.map(str::to_owned);
+            spec.subdomain = subdomain.map(str::to_owned);
+            p.metadata.namespace = Some(ns.to_owned());
+            Arc::new(p)
+        };
+        let host = |p: Arc<Pod>| {
+            let slice = desired_slices(&svc(false), &[p.clone()], &zones(), 100);
+            let subsets = desired_subsets(&svc(false), &[p]);
+            let from_slice = slice.first().and_then(|g| g.chunks[0][0].hostname.clone());
+            let from_subset = subsets.first().and_then(|s| s.addresses.as_ref()?[0].hostname.clone());
+            assert_eq!(from_slice, from_subset, "EndpointSlice and Endpoints agree");
+            from_slice
+        };
+        assert_eq!(host(with(Some("web-0"), Some("web"), "default")), Some("web-0".to_owned()));
+        assert_eq!(host(with(Some("web-0"), Some("other"), "default")), None, "another service's subdomain");
+        assert_eq!(host(with(Some("web-0"), None, "default")), None, "no subdomain");
+        assert_eq!(host(with(None, Some("web"), "default")), None, "no hostname");
     }
 
     #[test]
