@@ -67,6 +67,14 @@ pub struct Options {
     /// rkube: how often pod GC runs (upstream: fixed 20 s).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub pod_gc_period: Duration,
+    /// rkube: where the local-path provisioner (controller `local-path-provisioner`) makes
+    /// volume directories (upstream local-path-provisioner's default path).
+    #[arg(long, default_value = "/opt/local-path-provisioner")]
+    pub local_path_root: PathBuf,
+    /// rkube: one folder for every node (no per-node subdirectory, no node affinity): for a
+    /// local cluster whose nodes share the host's filesystem.
+    #[arg(long)]
+    pub local_path_shared: bool,
 }
 
 /// Parses a Go-style duration as upstream's flags take them: `40s`, `5m`, `1h`, `500ms`, `1m30s`.

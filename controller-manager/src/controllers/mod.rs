@@ -15,11 +15,13 @@ pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
 pub mod informer;
+pub mod localpath;
 pub mod job;
 pub mod metrics;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod owner;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod rootcacertpublisher;
@@ -73,6 +75,12 @@ pub static DESCRIPTORS: &[Descriptor] = &[
     Descriptor { name: "endpoint", enabled_by_default: true, start: |c| Box::pin(endpoints::run(c)) },
     Descriptor { name: "nodelifecycle", enabled_by_default: true, start: |c| Box::pin(nodelifecycle::run(c)) },
     Descriptor { name: "podgc", enabled_by_default: true, start: |c| Box::pin(podgc::run(c)) },
+    Descriptor {
+        name: persistentvolume::NAME,
+        enabled_by_default: true,
+        start: |c| Box::pin(persistentvolume::run(c)),
+    },
+    Descriptor { name: localpath::NAME, enabled_by_default: false, start: |c| Box::pin(localpath::run(c)) },
     Descriptor { name: "job", enabled_by_default: true, start: |c| Box::pin(job::run(c)) },
     Descriptor { name: "cronjob", enabled_by_default: true, start: |c| Box::pin(cronjob::run(c)) },
     Descriptor {

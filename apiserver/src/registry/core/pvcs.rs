@@ -43,6 +43,10 @@ impl Strategy for PvcStrategy {
                 if old["spec"].get("volumeName").is_none() {
                     o.remove("volumeName");
                 }
+                // upstream RetroactiveDefaultStorageClass: a claim without a class may get one.
+                if old["spec"].get("storageClassName").is_none_or(Value::is_null) {
+                    o.remove("storageClassName");
+                }
             }
             s
         };
@@ -53,5 +57,24 @@ impl Strategy for PvcStrategy {
             ));
         }
         errs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(class: Option<&str>) -> Value {
+        let mut spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        if let Some(c) = class {
+            spec["storageClassName"] = json!(c);
+        }
+        json!({"spec": spec})
+    }
+
+    #[test]
+    fn retroactive_default_class_sets_a_missing_class_but_never_changes_one() {
+        assert!(PvcStrategy.validate_update(&claim(Some("standard")), &claim(None)).is_empty());
+        assert!(!PvcStrategy.validate_update(&claim(Some("other")), &claim(Some("standard"))).is_empty());
     }
 }
