@@ -98,7 +98,11 @@ impl Scheduler {
         }
         match pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()) {
             Some(node) => {
-                let was_assumed = lock(&self.cache).is_assumed(&uid);
+                let was_assumed = {
+                    let mut cache = lock(&self.cache);
+                    cache.clear_nomination(&uid);
+                    cache.is_assumed(&uid)
+                };
                 lock(&self.cache).upsert_pod(Arc::new(PodInfo::new_bound(pod)), &node);
                 lock(&self.queue).delete(&uid);
                 if !was_assumed {
@@ -110,9 +114,21 @@ impl Scheduler {
                 let ours = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or(crate::SCHEDULER_NAME)
                     == crate::SCHEDULER_NAME;
                 if !ours || pod.metadata.deletion_timestamp.is_some() || lock(&self.cache).is_assumed(&uid) {
+                    lock(&self.cache).clear_nomination(&uid);
                     return;
                 }
-                lock(&self.queue).add_or_update(Arc::new(PodInfo::new(pod)), Instant::now());
+                let nominated =
+                    pod.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty());
+                let info = Arc::new(PodInfo::new(pod));
+                {
+                    // An update without the nomination can be one written before preemption's
+                    // status write landed: the in-memory nomination stays (as upstream's
+                    // nominator keeps it).
+                    let mut cache = lock(&self.cache);
+                    let node = nominated.or_else(|| cache.nominated_node(&info.uid));
+                    cache.nominate(info.clone(), node.as_deref());
+                }
+                lock(&self.queue).add_or_update(info, Instant::now());
                 self.wake.notify_one();
             }
         }
@@ -121,6 +137,7 @@ impl Scheduler {
     pub fn on_pod_deleted(&self, pod: &Pod) {
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         lock(&self.queue).delete(uid);
+        lock(&self.cache).clear_nomination(uid);
         let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
         if bound {
             lock(&self.cache).remove_pod(uid);
@@ -244,7 +261,12 @@ impl Scheduler {
         match result {
             Ok(r) => {
                 // Reserve: the node's resources are taken before the binding is written.
-                if let Err(e) = lock(&self.cache).assume_pod(p.info.clone(), &r.node) {
+                let assumed = {
+                    let mut cache = lock(&self.cache);
+                    cache.clear_nomination(&p.info.uid);
+                    cache.assume_pod(p.info.clone(), &r.node)
+                };
+                if let Err(e) = assumed {
                     tracing::error!(pod = %p.info.key(), error = %e, "assume failed");
                     lock(&self.queue).requeue_backoff(&p.info.uid, Instant::now());
                     self.metrics.attempt("error", t0.elapsed().as_secs_f64());
@@ -323,6 +345,9 @@ impl Scheduler {
             let pdbs = self.listers.pdbs();
             match default_preemption::preempt(&self.fw, &state, &p.info, snap, &fit, &pdbs) {
                 Ok(c) => {
+                    // Nominated at once, not when the status write comes back: the next pods
+                    // in this burst must already leave the freed room alone.
+                    lock(&self.cache).nominate(p.info.clone(), Some(&c.node));
                     nominated = Some(c.node.clone());
                     for v in &c.victims {
                         let me = self.clone();

@@ -35,6 +35,10 @@ pub struct Cache {
     dirty: HashSet<String>,
     generation: u64,
     image_nodes: Arc<HashMap<String, usize>>,
+    /// upstream's nominator: pending pods that preemption placed on a node (by uid), so
+    /// lower-priority pods do not take the room their victims free.
+    nominations: HashMap<String, (String, Arc<PodInfo>)>,
+    nominated: Arc<HashMap<String, Vec<Arc<PodInfo>>>>,
 }
 
 impl Cache {
@@ -179,6 +183,44 @@ impl Cache {
         self.nodes.get(name).map(|n| &**n)
     }
 
+    /// Records (or, with `None`, clears) a pending pod's nominated node.
+    pub fn nominate(&mut self, pod: Arc<PodInfo>, node: Option<&str>) {
+        let changed = match (self.nominations.get(&pod.uid), node) {
+            (None, None) => false,
+            (Some((old, _)), Some(new)) if old == new => {
+                // Same node: keep the newer copy of the pod (its priority or requests may have changed).
+                self.nominations.insert(pod.uid.clone(), (new.to_string(), pod));
+                true
+            }
+            _ => {
+                match node {
+                    Some(n) => self.nominations.insert(pod.uid.clone(), (n.to_string(), pod)),
+                    None => self.nominations.remove(&pod.uid),
+                };
+                true
+            }
+        };
+        if changed {
+            let mut by_node: HashMap<String, Vec<Arc<PodInfo>>> = HashMap::new();
+            for (node, p) in self.nominations.values() {
+                by_node.entry(node.clone()).or_default().push(p.clone());
+            }
+            self.nominated = Arc::new(by_node);
+        }
+    }
+
+    pub fn nominated_node(&self, uid: &str) -> Option<String> {
+        self.nominations.get(uid).map(|(n, _)| n.clone())
+    }
+
+    /// Drops a nomination (the pod was bound or deleted).
+    pub fn clear_nomination(&mut self, uid: &str) {
+        if let Some((_, p)) = self.nominations.get(uid) {
+            let p = p.clone();
+            self.nominate(p, None);
+        }
+    }
+
     /// Brings `snap` up to date with the nodes changed since its last update.
     pub fn update_snapshot(&mut self, snap: &mut Snapshot) {
         for name in self.dirty.drain() {
@@ -203,6 +245,9 @@ impl Cache {
         if !Arc::ptr_eq(&snap.image_nodes, &self.image_nodes) {
             snap.image_nodes = self.image_nodes.clone();
         }
+        if !Arc::ptr_eq(&snap.nominated, &self.nominated) {
+            snap.nominated = self.nominated.clone();
+        }
     }
 }
 
@@ -213,6 +258,8 @@ pub struct Snapshot {
     index: HashMap<String, usize>,
     /// How many nodes have each image (ImageLocality scales by this spread).
     pub image_nodes: Arc<HashMap<String, usize>>,
+    /// Pending pods nominated to each node by preemption.
+    pub nominated: Arc<HashMap<String, Vec<Arc<PodInfo>>>>,
 }
 
 impl Snapshot {
@@ -233,6 +280,10 @@ impl Snapshot {
 
     pub fn get(&self, name: &str) -> Option<&NodeInfo> {
         self.index.get(name).map(|&i| &*self.nodes[i])
+    }
+
+    pub fn nominated_to(&self, node: &str) -> &[Arc<PodInfo>] {
+        self.nominated.get(node).map(Vec::as_slice).unwrap_or(&[])
     }
 
     pub fn len(&self) -> usize {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -148,6 +149,57 @@ impl Framework {
         None
     }
 
+    /// upstream PreFilterExtensions.AddPod over the filter plugins that did not skip.
+    pub fn run_add_pod(&self, state: &mut CycleState, pod: &PodInfo, added: &PodInfo, node: &NodeInfo, skip: &[bool]) {
+        for (k, &i) in self.filters.iter().enumerate() {
+            if !skip.get(k).copied().unwrap_or(false) {
+                self.plugins[i].add_pod(state, pod, added, node);
+            }
+        }
+    }
+
+    /// upstream PreFilterExtensions.RemovePod over the filter plugins that did not skip.
+    pub fn run_remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        removed: &PodInfo,
+        node: &NodeInfo,
+        skip: &[bool],
+    ) {
+        for (k, &i) in self.filters.iter().enumerate() {
+            if !skip.get(k).copied().unwrap_or(false) {
+                self.plugins[i].remove_pod(state, pod, removed, node);
+            }
+        }
+    }
+
+    /// upstream RunFilterPluginsWithNominatedPods: with pods of equal or higher priority
+    /// nominated to the node (preemption freed room for them there), the node must fit the pod
+    /// both with them on it and without them (they may go elsewhere in the end, and the pod's
+    /// affinity must not rest on pods that are not there yet). `None`: it fits.
+    pub fn filter_node(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        skip: &[bool],
+        nominated: &[Arc<PodInfo>],
+    ) -> Option<(&'static str, Status)> {
+        let mut others = nominated.iter().filter(|n| n.uid != pod.uid && n.priority >= pod.priority).peekable();
+        if others.peek().is_some() {
+            let (mut ni, mut st) = (node.clone(), state.clone());
+            for o in others {
+                ni.add_pod(o.clone());
+                self.run_add_pod(&mut st, pod, o, &ni, skip);
+            }
+            if let Some(r) = self.first_rejection(&ni, &st, pod, skip) {
+                return Some(r);
+            }
+        }
+        self.first_rejection(node, state, pod, skip)
+    }
+
     /// PreFilter for every filter plugin. Returns which filters to skip, or the rejection.
     pub fn run_pre_filters(
         &self,
@@ -202,7 +254,7 @@ impl Framework {
         // upstream: a nominated node (from an earlier preemption) is tried first and taken if it fits.
         if let Some(nominated) = pod.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()) {
             if let Some(ni) = snap.get(nominated) {
-                if self.run_filters(state, pod, ni, &skip).is_success() {
+                if self.filter_node(state, pod, ni, &skip, snap.nominated_to(nominated)).is_none() {
                     return Ok(ScheduleResult { node: nominated.to_string(), evaluated: 1, feasible: 1 });
                 }
             }
@@ -220,7 +272,9 @@ impl Framework {
             let i = (*start + k) % n;
             processed += 1;
             let ni = &*snap.nodes[i];
+            let nominated = snap.nominated_to(&ni.name);
             let verdict = match filter_time.as_mut() {
+                _ if !nominated.is_empty() => self.filter_node(state, pod, ni, &skip, nominated),
                 None => self.first_rejection(ni, state, pod, &skip),
                 Some(ft) => {
                     let mut out = None;

@@ -10,6 +10,7 @@ pub mod resource;
 pub mod types;
 
 use std::any::Any;
+use std::sync::Arc;
 
 pub use cache::{Cache, Snapshot};
 pub use types::{NodeInfo, PodInfo};
@@ -66,16 +67,17 @@ impl Status {
 }
 
 /// Data plugins compute in PreFilter/PreScore and read back per node (upstream
-/// `framework.CycleState`).
-#[derive(Default)]
+/// `framework.CycleState`). Cloning is cheap (values are shared): preemption and nominated
+/// pods clone it and let the plugins replace their entry in the copy (`add_pod`/`remove_pod`).
+#[derive(Default, Clone)]
 pub struct CycleState {
-    data: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
+    data: Vec<(&'static str, Arc<dyn Any + Send + Sync>)>,
 }
 
 impl CycleState {
     pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
         self.data.retain(|(k, _)| *k != key);
-        self.data.push((key, Box::new(value)));
+        self.data.push((key, Arc::new(value)));
     }
     pub fn read<T: Any>(&self, key: &'static str) -> Option<&T> {
         self.data.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.downcast_ref())
@@ -97,6 +99,14 @@ pub trait Plugin: Send + Sync {
     fn filter(&self, _state: &CycleState, _pod: &PodInfo, _node: &NodeInfo) -> Status {
         Status::success()
     }
+
+    /// upstream PreFilterExtensions.AddPod: updates this plugin's PreFilter state as if
+    /// `added` ran on `node` (preemption's reprieves, nominated pods). Plugins whose Filter
+    /// reads only the NodeInfo need nothing here.
+    fn add_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _added: &PodInfo, _node: &NodeInfo) {}
+
+    /// upstream PreFilterExtensions.RemovePod: the state as if `removed` left `node`.
+    fn remove_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _removed: &PodInfo, _node: &NodeInfo) {}
 
     /// Computes what Score needs once per pod, over the nodes that passed Filter; Skip means
     /// Score has nothing to say for this pod and is not called.

@@ -3,10 +3,9 @@
 //! and `pickOneNodeForPreemption`), preferring victims whose PodDisruptionBudgets allow the
 //! disruption. Pure: the scheduler deletes the victims and sets `nominatedNodeName`.
 //!
-//! Known gap against upstream: PreFilter state is not updated per simulated removal
-//! (upstream's AddPod/RemovePod extensions), so preemption that would only help
-//! PodTopologySpread or InterPodAffinity constraints is not found; resources, ports and the
-//! other per-node filters are simulated exactly.
+//! Each simulated removal and reprieve goes through the plugins' AddPod/RemovePod
+//! extensions, so preemption also finds room that only spreading or (anti-)affinity blocked,
+//! and pods already nominated to a node keep the room preemption freed for them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,11 +104,17 @@ pub fn preempt(
             *reasons.entry(NO_VICTIMS).or_default() += 1;
             continue;
         }
+        // The what-if runs on copies: the node without its lower-priority pods, and the
+        // PreFilter state (spreading counts, affinity domains) told of each removal.
         let mut ni = (**node).clone();
+        let mut st = state.clone();
+        let skip = &err.diagnosis.skip;
         for p in &lower {
             ni.remove_pod(&p.uid);
+            fw.run_remove_pod(&mut st, pod, p, &ni, skip);
         }
-        if !fw.run_filters(state, pod, &ni, &err.diagnosis.skip).is_success() {
+        let nominated = snap.nominated_to(&node.name);
+        if fw.filter_node(&st, pod, &ni, skip, nominated).is_some() {
             *reasons.entry(NO_VICTIMS).or_default() += 1;
             continue;
         }
@@ -121,8 +126,10 @@ pub fn preempt(
         let mut pdb_violations = 0;
         for (p, violates) in violating.into_iter().map(|p| (p, true)).chain(ok.into_iter().map(|p| (p, false))) {
             ni.add_pod(p.clone());
-            if !fw.run_filters(state, pod, &ni, &err.diagnosis.skip).is_success() {
+            fw.run_add_pod(&mut st, pod, &p, &ni, skip);
+            if fw.filter_node(&st, pod, &ni, skip, nominated).is_some() {
                 ni.remove_pod(&p.uid);
+                fw.run_remove_pod(&mut st, pod, &p, &ni, skip);
                 if violates {
                     pdb_violations += 1;
                 }
@@ -164,8 +171,11 @@ mod tests {
     }
 
     fn run(nodes: Vec<crate::framework::NodeInfo>, incoming: Pod, pdbs: &[Pdb]) -> Result<Candidate, String> {
+        run_snap(Snapshot::from_nodes(nodes), incoming, pdbs)
+    }
+
+    fn run_snap(snap: Snapshot, incoming: Pod, pdbs: &[Pdb]) -> Result<Candidate, String> {
         let fw = default_framework(&Handle { listers: Arc::new(NoListers) }, 0);
-        let snap = Snapshot::from_nodes(nodes);
         let p = PodInfo::new(incoming);
         let mut state = CycleState::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
@@ -237,5 +247,84 @@ mod tests {
         };
         let err = run(vec![node_info(node("a", "1", "4Gi"), vec![])], never, &[]).expect_err("ineligible");
         assert_eq!(err, "preemption: not eligible due to preemptionPolicy=Never.");
+    }
+
+    fn victim_names(c: &Candidate) -> Vec<&str> {
+        let mut names: Vec<&str> = c.victims.iter().map(|v| v.name.as_str()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn preemption_finds_room_that_only_topology_spread_blocked() {
+        use k8s_openapi::api::core::v1::TopologySpreadConstraint;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        let x = |name: &str, p: i32| prio(pod_labels(pod(name, "1", ""), &[("app", "x")]), p);
+        // a holds two low-priority x pods; b is filled by an important pod that is not an x.
+        let nodes = vec![
+            node_info(node("a", "4", "4Gi"), vec![x("x1", 1), x("x2", 1)]),
+            node_info(node("b", "2", "4Gi"), vec![prio(pod("y1", "2", ""), 100)]),
+        ];
+        let mut incoming = x("new", 10);
+        incoming.spec.as_mut().expect("spec").topology_spread_constraints = Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "DoNotSchedule".into(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some([("app".to_string(), "x".to_string())].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        // On a, the skew would be 3 against b's 0; evicting one x still leaves 2 > 1.
+        let c = run(nodes, incoming, &[]).expect("a candidate");
+        assert_eq!(c.node, "a");
+        assert_eq!(victim_names(&c), ["x1", "x2"]);
+    }
+
+    #[test]
+    fn preemption_evicts_the_pod_the_incoming_pods_anti_affinity_rejects() {
+        use k8s_openapi::api::core::v1::{Affinity, PodAffinityTerm, PodAntiAffinity};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        let nodes = vec![node_info(
+            node("a", "4", "4Gi"),
+            vec![prio(pod_labels(pod("db", "1", ""), &[("app", "db")]), 1), prio(pod("other", "1", ""), 1)],
+        )];
+        let mut incoming = prio(pod("p", "1", ""), 10);
+        incoming.spec.as_mut().expect("spec").affinity = Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                    topology_key: "kubernetes.io/hostname".into(),
+                    label_selector: Some(LabelSelector {
+                        match_labels: Some([("app".to_string(), "db".to_string())].into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let c = run(nodes, incoming, &[]).expect("a candidate");
+        assert_eq!(victim_names(&c), ["db"], "only the pod the anti-affinity names goes");
+    }
+
+    #[test]
+    fn room_nominated_to_a_more_important_pod_is_not_taken() {
+        let mut snap = Snapshot::from_nodes(vec![node_info(node("a", "2", "4Gi"), vec![])]);
+        let nominee = Arc::new(PodInfo::new(prio(pod("nominee", "2", ""), 100)));
+        snap.nominated = Arc::new([("a".to_string(), vec![nominee])].into());
+        let fw = default_framework(&Handle { listers: Arc::new(NoListers) }, 0);
+        let rng = rand::rngs::StdRng::seed_from_u64(0);
+        let schedule = |p: Pod| {
+            let p = PodInfo::new(p);
+            let mut state = CycleState::default();
+            fw.schedule_pod(&mut state, &p, &snap, &mut 0, &mut rng.clone(), None).map(|r| r.node)
+        };
+        let err = schedule(prio(pod("low", "1", ""), 1)).expect_err("the room is the nominee's");
+        assert!(err.to_string().contains("Insufficient cpu"), "{err}");
+        assert_eq!(schedule(prio(pod("high", "1", ""), 200)).expect("fits"), "a", "a more important pod may");
+        let err = run_snap(snap.clone(), prio(pod("x", "1", ""), 1), &[]).expect_err("no lower-priority pods");
+        assert!(err.contains("No preemption victims"), "{err}");
     }
 }

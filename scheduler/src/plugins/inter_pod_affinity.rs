@@ -26,7 +26,7 @@ type Counts = HashMap<(String, String), i64>;
 const PRE_FILTER_KEY: &str = "PreFilterInterPodAffinity";
 const PRE_SCORE_KEY: &str = "PreScoreInterPodAffinity";
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct PreFilterState {
     /// Domains where a placed pod's required anti-affinity selects the incoming pod.
     existing_anti: Counts,
@@ -44,6 +44,34 @@ fn add(counts: &mut Counts, term: &AffinityTerm, node: &NodeInfo, n: i64) {
 
 fn in_domain(counts: &Counts, key: &str, node: &NodeInfo) -> i64 {
     node.labels().get(key).and_then(|v| counts.get(&(key.to_string(), v.clone()))).copied().unwrap_or(0)
+}
+
+/// Counts `other` on `node` into (n = 1) or out of (n = -1) the PreFilter state, as pre_filter
+/// counted the placed pods.
+fn update(s: &mut PreFilterState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, n: i64) {
+    for t in &other.required_anti_affinity {
+        if t.matches(pod) {
+            add(&mut s.existing_anti, t, node, n);
+        }
+    }
+    if !pod.required_affinity.is_empty() && pod.required_affinity.iter().all(|t| t.matches(other)) {
+        for t in &pod.required_affinity {
+            add(&mut s.affinity, t, node, n);
+        }
+    }
+    for t in &pod.required_anti_affinity {
+        if t.matches(other) {
+            add(&mut s.anti_affinity, t, node, n);
+        }
+    }
+}
+
+fn update_state(state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, n: i64) {
+    if let Some(s) = state.read::<PreFilterState>(PRE_FILTER_KEY) {
+        let mut s = s.clone();
+        update(&mut s, pod, other, node, n);
+        state.write(PRE_FILTER_KEY, s);
+    }
 }
 
 impl Plugin for InterPodAffinity {
@@ -81,6 +109,14 @@ impl Plugin for InterPodAffinity {
         }
         state.write(PRE_FILTER_KEY, s);
         Status::success()
+    }
+
+    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, added: &PodInfo, node: &NodeInfo) {
+        update_state(state, pod, added, node, 1);
+    }
+
+    fn remove_pod(&self, state: &mut CycleState, pod: &PodInfo, removed: &PodInfo, node: &NodeInfo) {
+        update_state(state, pod, removed, node, -1);
     }
 
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {

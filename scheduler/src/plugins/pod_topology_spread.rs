@@ -29,6 +29,7 @@ pub fn new(h: &Handle) -> Box<dyn Plugin> {
     Box::new(PodTopologySpread { listers: h.listers.clone() })
 }
 
+#[derive(Clone)]
 struct Constraint {
     max_skew: i64,
     topology_key: String,
@@ -85,6 +86,7 @@ fn has_all_keys(node: &NodeInfo, cs: &[Constraint]) -> bool {
 const PRE_FILTER_KEY: &str = "PreFilterPodTopologySpread";
 const PRE_SCORE_KEY: &str = "PreScorePodTopologySpread";
 
+#[derive(Clone)]
 struct PreFilterState {
     constraints: Vec<Constraint>,
     /// Matching pods per (constraint index, domain value).
@@ -98,6 +100,29 @@ struct PreScoreState {
     constraints: Vec<Constraint>,
     counts: HashMap<(usize, String), i64>,
     weights: Vec<f64>,
+}
+
+/// upstream `updateWithPod`: `other` joins (n = 1) or leaves (n = -1) `node`; counts and
+/// each constraint's minimum follow. Domains stay: they come from the nodes, not the pods.
+fn update_state(state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, n: i64) {
+    let Some(s) = state.read::<PreFilterState>(PRE_FILTER_KEY) else { return };
+    if other.namespace != pod.namespace
+        || other.pod.metadata.deletion_timestamp.is_some()
+        || !pod_matches_node(pod, node)
+        || !has_all_keys(node, &s.constraints)
+    {
+        return;
+    }
+    let mut s = s.clone();
+    for (i, c) in s.constraints.iter().enumerate() {
+        if c.selector.matches(other.labels()) {
+            *s.counts.entry((i, node.labels()[&c.topology_key].clone())).or_default() += n;
+        }
+    }
+    for (i, m) in s.min.iter_mut().enumerate() {
+        *m = s.counts.iter().filter(|((ci, _), _)| *ci == i).map(|(_, v)| *v).min().unwrap_or(0);
+    }
+    state.write(PRE_FILTER_KEY, s);
 }
 
 impl Plugin for PodTopologySpread {
@@ -133,6 +158,14 @@ impl Plugin for PodTopologySpread {
         }
         state.write(PRE_FILTER_KEY, PreFilterState { constraints: cs, counts, min, domains });
         Status::success()
+    }
+
+    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, added: &PodInfo, node: &NodeInfo) {
+        update_state(state, pod, added, node, 1);
+    }
+
+    fn remove_pod(&self, state: &mut CycleState, pod: &PodInfo, removed: &PodInfo, node: &NodeInfo) {
+        update_state(state, pod, removed, node, -1);
     }
 
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
