@@ -232,35 +232,101 @@ async fn scale_subresource_reads_and_writes_replicas() {
     assert_eq!(d["metadata"]["generation"], 2);
 }
 
+/// A Running, Ready pod `name` with `app: w`.
+async fn running_pod(s: &Server, name: &str) {
+    let p = "/api/v1/namespaces/default/pods";
+    let pod = json!({"metadata": {"name": name, "labels": {"app": "w"}}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
+    assert_eq!(s.post(p, &pod).await.0, 201);
+    let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+    let (code, o) = s.patch(&format!("{p}/{name}/status"), "application/merge-patch+json", &status).await;
+    assert_eq!(code, 200, "{o}");
+}
+
+async fn set_budget_status(s: &Server, name: &str, status: Value) {
+    let path = format!("/apis/policy/v1/namespaces/default/poddisruptionbudgets/{name}/status");
+    let (code, o) = s.patch(&path, "application/merge-patch+json", &json!({"status": status})).await;
+    assert_eq!(code, 200, "{o}");
+}
+
+async fn evict(s: &Server, name: &str) -> (u16, Value) {
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "default"}, "deleteOptions": {}});
+    s.post(&format!("/api/v1/namespaces/default/pods/{name}/eviction"), &eviction).await
+}
+
+async fn terminating(s: &Server, name: &str) -> bool {
+    s.get(&format!("/api/v1/namespaces/default/pods/{name}")).await.1["metadata"]["deletionTimestamp"].is_string()
+}
+
 #[tokio::test]
 async fn eviction_respects_disruption_budgets() {
     let etcd = Etcd::start();
     let s = Server::start(&etcd).await;
-    let p = "/api/v1/namespaces/default/pods";
-    let pod = json!({"metadata": {"name": "w", "labels": {"app": "w"}}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
-    assert_eq!(s.post(p, &pod).await.0, 201);
+    let pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
+    running_pod(&s, "w").await;
     let pdb =
         json!({"metadata": {"name": "budget"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "w"}}}});
-    assert_eq!(s.post("/apis/policy/v1/namespaces/default/poddisruptionbudgets", &pdb).await.0, 201);
-    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "w", "namespace": "default"}, "deleteOptions": {}});
-    // No disruption allowed (the disruption controller has not counted yet): 429.
-    let (code, st) = s.post(&format!("{p}/w/eviction"), &eviction).await;
+    assert_eq!(s.post(pdbs, &pdb).await.0, 201);
+
+    // The disruption controller has not observed the budget yet: 429, retry in 10 s.
+    let (code, st) = evict(&s, "w").await;
     assert_eq!(code, 429, "{st}");
     assert_eq!(st["reason"], "TooManyRequests");
+    assert_eq!(st["message"], "Cannot evict pod as it would violate the pod's disruption budget.");
     assert_eq!(st["details"]["causes"][0]["reason"], "DisruptionBudget");
-    assert!(s.get(&format!("{p}/w")).await.1["metadata"].get("deletionTimestamp").is_none());
-    // Once the budget allows one disruption, the eviction deletes the pod gracefully.
-    let (code, _) = s
-        .patch(
-            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/budget/status",
-            "application/merge-patch+json",
-            &json!({"status": {"disruptionsAllowed": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2}}),
-        )
-        .await;
-    assert_eq!(code, 200);
-    let (code, st) = s.post(&format!("{p}/w/eviction"), &eviction).await;
+    assert_eq!(
+        st["details"]["causes"][0]["message"],
+        "The disruption budget budget is still being processed by the server."
+    );
+    assert!(!terminating(&s, "w").await);
+
+    // Observed, but no disruption allowed.
+    set_budget_status(&s, "budget", json!({"observedGeneration": 1, "disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1})).await;
+    let (code, st) = evict(&s, "w").await;
+    assert_eq!(code, 429, "{st}");
+    assert_eq!(
+        st["details"]["causes"][0]["message"],
+        "The disruption budget budget needs 1 healthy pods and has 1 currently"
+    );
+    assert!(!terminating(&s, "w").await);
+
+    // One allowed: the eviction takes it, records the pod, and deletes gracefully.
+    set_budget_status(&s, "budget", json!({"disruptionsAllowed": 1, "currentHealthy": 2, "expectedPods": 2})).await;
+    let (code, st) = evict(&s, "w").await;
     assert_eq!(code, 201, "{st}");
-    assert!(s.get(&format!("{p}/w")).await.1["metadata"]["deletionTimestamp"].is_string());
+    assert!(terminating(&s, "w").await);
+    let (_, b) = s.get(&format!("{pdbs}/budget")).await;
+    assert_eq!(b["status"]["disruptionsAllowed"], 0, "{b}");
+    assert!(b["status"]["disruptedPods"]["w"].is_string(), "{b}");
+    assert_eq!(b["status"]["conditions"][0]["reason"], "InsufficientPods", "{b}");
+    assert_eq!(b["status"]["conditions"][0]["status"], "False", "{b}");
+
+    // The budget is spent: the next pod is refused.
+    running_pod(&s, "w2").await;
+    assert_eq!(evict(&s, "w2").await.0, 429);
+    // A pod that has not started needs no budget.
+    let pending = json!({"metadata": {"name": "pending", "labels": {"app": "w"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    assert_eq!(s.post("/api/v1/namespaces/default/pods", &pending).await.0, 201);
+    assert_eq!(evict(&s, "pending").await.0, 201);
+
+    // Two evictions racing for the last disruption: the compare-and-swap lets exactly one win.
+    running_pod(&s, "w3").await;
+    set_budget_status(&s, "budget", json!({"disruptionsAllowed": 1, "disruptedPods": null})).await;
+    let (a, b) = tokio::join!(evict(&s, "w2"), evict(&s, "w3"));
+    let mut codes = [a.0, b.0];
+    codes.sort();
+    assert_eq!(codes, [201, 429], "{a:?} {b:?}");
+    assert_eq!(terminating(&s, "w2").await as u8 + terminating(&s, "w3").await as u8, 1);
+
+    // More than one budget for a pod: upstream refuses with a 500.
+    running_pod(&s, "w4").await;
+    let everything = json!({"metadata": {"name": "everything"}, "spec": {"maxUnavailable": 1, "selector": {}}});
+    assert_eq!(s.post(pdbs, &everything).await.0, 201);
+    let (code, st) = evict(&s, "w4").await;
+    assert_eq!(code, 500, "{st}");
+    assert_eq!(
+        st["message"],
+        "Internal error occurred: This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+    );
 }
 
 #[tokio::test]

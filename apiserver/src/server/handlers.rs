@@ -610,7 +610,98 @@ async fn binding(app: &Arc<App>, ns: Option<&str>, name: Option<&str>, req: &Req
     ))
 }
 
-/// `pods/eviction`: a graceful delete once disruption budgets allow it.
+/// upstream: how often the eviction re-reads a budget whose status write lost a race.
+const EVICTION_RETRIES: usize = 20;
+/// upstream: MaxDisruptedPodSize, the evictions a budget may have in flight.
+const MAX_DISRUPTED_PODS: usize = 2000;
+const EVICTION_REFUSED: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
+
+fn budget_refusal(retry_after: u64, cause: String) -> ApiError {
+    let mut e = ApiError::too_many_requests(EVICTION_REFUSED, retry_after);
+    e.details = Some(Box::new(apimachinery::status::Details {
+        causes: vec![("DisruptionBudget".into(), cause, String::new())],
+        ..Default::default()
+    }));
+    e
+}
+
+/// upstream `canIgnorePDB`: a pod that is finished, not started or already going needs no budget.
+fn eviction_ignores_budgets(pod: &Value) -> bool {
+    matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed" | "Pending"))
+        || pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+}
+
+fn pod_is_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// upstream `checkAndDecrement`: the budget with one disruption taken for `pod`, or why not.
+fn take_disruption(pdb: &Value, pod: &str, now: &str) -> Result<Value, ApiError> {
+    let name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let int = |p: &str| pdb.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    if int("/status/observedGeneration") < int("/metadata/generation") {
+        return Err(budget_refusal(
+            10,
+            format!("The disruption budget {name} is still being processed by the server."),
+        ));
+    }
+    let allowed = int("/status/disruptionsAllowed");
+    if allowed < 0 {
+        return Err(ApiError::forbidden(format!(
+            "poddisruptionbudgets.policy \"{name}\" is forbidden: pdb disruptions allowed is negative"
+        )));
+    }
+    let disrupted = pdb.pointer("/status/disruptedPods").and_then(Value::as_object).map_or(0, |m| m.len());
+    if disrupted > MAX_DISRUPTED_PODS {
+        return Err(ApiError::forbidden(format!(
+            "poddisruptionbudgets.policy \"{name}\" is forbidden: DisruptedPods map too big - too many evictions not confirmed by PDB controller"
+        )));
+    }
+    if allowed == 0 {
+        return Err(budget_refusal(
+            0,
+            format!(
+                "The disruption budget {name} needs {} healthy pods and has {} currently",
+                int("/status/desiredHealthy"),
+                int("/status/currentHealthy")
+            ),
+        ));
+    }
+    let mut new = pdb.clone();
+    let st = &mut new["status"];
+    st["disruptionsAllowed"] = json!(allowed - 1);
+    if !st["disruptedPods"].is_object() {
+        st["disruptedPods"] = json!({});
+    }
+    st["disruptedPods"][pod] = json!(now);
+    if allowed - 1 == 0 {
+        // upstream UpdateDisruptionAllowedCondition
+        let generation = st["observedGeneration"].clone();
+        let mut conds: Vec<Value> = st["conditions"].as_array().cloned().unwrap_or_default();
+        match conds.iter_mut().find(|c| c["type"] == "DisruptionAllowed") {
+            Some(c) => {
+                if c["status"] != "False" {
+                    c["status"] = json!("False");
+                    c["lastTransitionTime"] = json!(now);
+                }
+                c["reason"] = json!("InsufficientPods");
+                c["observedGeneration"] = generation;
+            }
+            None => conds.push(json!({"type": "DisruptionAllowed", "status": "False", "reason": "InsufficientPods",
+                                      "message": "", "observedGeneration": generation, "lastTransitionTime": now})),
+        }
+        st["conditions"] = json!(conds);
+    }
+    Ok(new)
+}
+
+/// `pods/eviction`, as upstream's eviction REST: a pod covered by a PodDisruptionBudget is
+/// deleted only after one disruption has been taken from the budget's status with a
+/// compare-and-swap write (so two evictions cannot spend the same disruption), and the pod
+/// is recorded in `disruptedPods` so the disruption controller does not count it healthy
+/// while it goes.
 async fn eviction(
     store: &Store,
     kind: &Kind,
@@ -619,43 +710,90 @@ async fn eviction(
     req: &Req<'_>,
 ) -> Result<Response, ApiError> {
     let body = decode_body(&content_type(req.headers), &req.body)?;
+    if let Some(n) = body.pointer("/metadata/name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        if n != name {
+            return Err(ApiError::bad_request("name in URL does not match name in Eviction object"));
+        }
+    }
+    let mut dopts = DeleteOptions::parse(body.get("deleteOptions").filter(|v| !v.is_null()), &req.query)?;
     let pod = store.get(kind, ns, name, None).await?;
-    let pdbs = store.registry.get("policy", "poddisruptionbudgets").ok_or_else(ApiError::not_found_path)?;
-    let list = store.list(&pdbs, ns, &ListOptions::default()).await?;
-    let labels = pod.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
-    let terminal = matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
-    if !terminal {
-        for pdb in &list.items {
-            let sel = pdb.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
-            let Ok(s) = Selector::from_label_selector(&sel) else { continue };
-            if s.is_empty() || !s.matches(&labels) {
-                continue;
-            }
-            let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
-            if allowed <= 0 {
-                let pdb_name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-                let mut e = ApiError::too_many_requests(
-                    "Cannot evict pod as it would violate the pod's disruption budget.",
-                    10,
-                );
-                e.details = Some(Box::new(apimachinery::status::Details {
-                    causes: vec![(
-                        "DisruptionBudget".into(),
-                        format!(
-                            "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
-                            pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0),
-                            pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0)
-                        ),
-                        String::new(),
-                    )],
-                    ..Default::default()
-                }));
-                return Err(e);
+    if !eviction_ignores_budgets(&pod) {
+        let pdbs = store.registry.get("policy", "poddisruptionbudgets").ok_or_else(ApiError::not_found_path)?;
+        let list = store.list(&pdbs, ns, &ListOptions::default()).await?;
+        let labels = pod.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+        // policy/v1: an empty selector selects every pod, a missing one none.
+        let matching: Vec<&Value> = list
+            .items
+            .iter()
+            .map(|o| o.value())
+            .filter(|pdb| {
+                let sel = pdb.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
+                Selector::from_label_selector(&sel).is_ok_and(|s| s.matches(&labels))
+            })
+            .collect();
+        if matching.len() > 1 {
+            return Err(ApiError::internal(
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ));
+        }
+        if let Some(pdb) = matching.first() {
+            let pdb_name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            let ready = pod_is_ready(&pod);
+            let always_allow =
+                pdb.pointer("/spec/unhealthyPodEvictionPolicy").and_then(Value::as_str) == Some("AlwaysAllow");
+            // An unready pod is not counted healthy, so evicting it spends nothing; the
+            // delete is then conditional on the pod being the one that was judged.
+            let pin_pod = |dopts: &mut DeleteOptions| {
+                if dopts.precondition_rv.is_none() {
+                    dopts.precondition_rv =
+                        pod.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+                }
+            };
+            if !ready && always_allow {
+                pin_pod(&mut dopts);
+            } else {
+                let wopts = WriteOptions::parse(&req.query)?;
+                let mut pdb = (*pdb).clone();
+                let mut taken = false;
+                for attempt in 0..EVICTION_RETRIES {
+                    if attempt > 0 {
+                        pdb = store.get(&pdbs, ns, &pdb_name, None).await?;
+                    }
+                    let int = |p: &str| pdb.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+                    if !ready
+                        && int("/status/currentHealthy") >= int("/status/desiredHealthy")
+                        && int("/status/desiredHealthy") > 0
+                    {
+                        pin_pod(&mut dopts);
+                        taken = true;
+                        break;
+                    }
+                    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    let new = take_disruption(&pdb, name, &now)?;
+                    if wopts.dry_run {
+                        taken = true;
+                        break;
+                    }
+                    let rv = pdb.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+                    match store
+                        .update_with(&pdbs, ns, &pdb_name, Some("status"), &wopts, "Update", rv, |_| Ok(new.clone()))
+                        .await
+                    {
+                        Ok(_) => {
+                            taken = true;
+                            break;
+                        }
+                        Err(e) if e.code == 409 => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !taken {
+                    return Err(ApiError::modified_conflict("policy", "poddisruptionbudgets", &pdb_name));
+                }
             }
         }
     }
-    let q = HashMap::new();
-    let dopts = DeleteOptions::parse(body.get("deleteOptions"), &q)?;
+    dopts.dry_run |= WriteOptions::parse(&req.query)?.dry_run;
     store.delete(kind, ns, name, &dopts).await?;
     Ok(respond(
         StatusCode::CREATED,
