@@ -6,8 +6,10 @@
 //! `run_workers`, the loop that takes keys off a queue and reconciles them.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
@@ -71,6 +73,8 @@ pub static DESCRIPTORS: &[Descriptor] = &[
     Descriptor { name: "namespace", enabled_by_default: true, start: |c| Box::pin(namespace::run(c)) },
     Descriptor { name: "replicaset", enabled_by_default: true, start: |c| Box::pin(replicaset::run(c)) },
     Descriptor { name: "deployment", enabled_by_default: true, start: |c| Box::pin(deployment::run(c)) },
+    Descriptor { name: daemonset::NAME, enabled_by_default: true, start: |c| Box::pin(daemonset::run(c)) },
+    Descriptor { name: disruption::NAME, enabled_by_default: true, start: |c| Box::pin(disruption::run(c)) },
     Descriptor { name: "endpointslice", enabled_by_default: true, start: |c| Box::pin(endpointslice::run(c)) },
     Descriptor { name: "endpoint", enabled_by_default: true, start: |c| Box::pin(endpoints::run(c)) },
     Descriptor { name: "nodelifecycle", enabled_by_default: true, start: |c| Box::pin(nodelifecycle::run(c)) },
