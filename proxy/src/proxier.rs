@@ -151,8 +151,10 @@ impl<I: Iptables> Proxier<I> {
         self.need_full = true;
         let mut jumps = Vec::new();
         let existing = if full {
-            let filter = self.ipt.save("filter").await.map_err(SyncError::Save)?;
-            let nat = self.ipt.save("nat").await.map_err(SyncError::Save)?;
+            // Both tables at once: the saves are reads, and each is a process start plus a
+            // kernel dump, a fixed cost a full sync pays on top of the restore.
+            let (filter, nat) =
+                tokio::try_join!(self.ipt.save("filter"), self.ipt.save("nat")).map_err(SyncError::Save)?;
             jumps = render::missing_jumps("filter", &filter);
             jumps.extend(render::missing_jumps("nat", &nat));
             let mut existing = chains_in_save(&nat);
