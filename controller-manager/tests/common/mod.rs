@@ -249,3 +249,218 @@ pub async fn active_pods(client: &kube::Client, ns: &str, app: &str) -> Vec<Pod>
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect()
 }
+
+impl Cluster {
+    /// Creates `n` Ready nodes (`node-0` …) and starts the [`BatchKubelet`] for them instead
+    /// of the [`FakeKubelet`]: pods also finish, as their image says.
+    pub async fn start_batch_nodes(&mut self, n: usize) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let mut names = Vec::new();
+        for i in 0..n {
+            let name = format!("node-{i}");
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            }))
+            .expect("node");
+            nodes.create(&PostParams::default(), &node).await.expect("create node");
+            let status = json!({"status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
+                "addresses": [{"type": "InternalIP", "address": format!("198.18.200.{}", i + 1)}],
+            }});
+            nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("node status");
+            names.push(name);
+        }
+        let kubelet = BatchKubelet { client: self.client.clone(), nodes: names, next_node: AtomicUsize::new(0) };
+        let cancel = self.server.cancel.child_token();
+        let c = cancel.clone();
+        let handle = tokio::spawn(async move { kubelet.run(c).await });
+        self.kubelet = Some((cancel, handle));
+    }
+}
+
+/// A fake kubelet for run-to-completion pods: binds pending pods round-robin, marks them
+/// Running and Ready, and, when the first container's image is `exit-<code>` (optionally
+/// `exit-<code>-after-<ms>`, default 300 ms), finishes them after that delay: phase Succeeded
+/// (code 0) or Failed, with the container's terminated state and exit code. Other images keep
+/// running. Graceful deletions are confirmed at once.
+pub struct BatchKubelet {
+    client: kube::Client,
+    nodes: Vec<String>,
+    next_node: AtomicUsize,
+}
+
+impl BatchKubelet {
+    async fn run(&self, cancel: CancellationToken) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
+        // Finishing pods wait in their own tasks; dropping the set on return aborts them.
+        let mut finishing = tokio::task::JoinSet::new();
+        loop {
+            let pod = tokio::select! {
+                _ = cancel.cancelled() => return,
+                Some(_) = finishing.join_next(), if !finishing.is_empty() => continue,
+                p = stream.next() => match p { Some(Ok(p)) => p, Some(Err(_)) => continue, None => return },
+            };
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            if pod.metadata.deletion_timestamp.is_some() {
+                let _ = api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+                continue;
+            }
+            let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            if phase == "Succeeded" || phase == "Failed" || phase == "Running" {
+                continue;
+            }
+            if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none() {
+                let target = &self.nodes[self.next_node.fetch_add(1, Ordering::Relaxed) % self.nodes.len()];
+                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                                     "target": {"apiVersion": "v1", "kind": "Node", "name": target}});
+                let _ = api
+                    .create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+                    .await;
+                continue;
+            }
+            let container = pod.spec.as_ref().and_then(|s| s.containers.first()).cloned().unwrap_or_default();
+            let image = container.image.clone().unwrap_or_default();
+            let started = k8s_openapi::jiff::Timestamp::now().to_string();
+            let cond = |t: &str, s: &str, at: &str| json!({"type": t, "status": s, "lastTransitionTime": at});
+            let running = json!({"status": {
+                "phase": "Running", "startTime": started,
+                "conditions": [cond("PodScheduled", "True", &started), cond("Initialized", "True", &started),
+                               cond("ContainersReady", "True", &started), cond("Ready", "True", &started)],
+                "containerStatuses": [{"name": container.name, "image": image, "imageID": "", "ready": true,
+                                       "restartCount": 0, "started": true, "state": {"running": {"startedAt": started}}}],
+            }});
+            if api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&running)).await.is_err() {
+                continue;
+            }
+            let Some(spec) = image.strip_prefix("exit-") else { continue };
+            let (code, after) = match spec.split_once("-after-") {
+                Some((c, ms)) => (c.parse::<i32>().unwrap_or(1), ms.parse::<u64>().unwrap_or(300)),
+                None => (spec.parse::<i32>().unwrap_or(1), 300),
+            };
+            finishing.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(after)).await;
+                let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
+                let done = json!({"status": {
+                    "phase": phase,
+                    "conditions": [cond("PodScheduled", "True", &started), cond("Initialized", "True", &started),
+                                   cond("ContainersReady", "False", &now), cond("Ready", "False", &now)],
+                    "containerStatuses": [{"name": container.name, "image": image, "imageID": "", "ready": false,
+                                           "restartCount": 0, "started": false,
+                                           "state": {"terminated": {"exitCode": code, "reason": reason,
+                                                                    "startedAt": started, "finishedAt": now}}}],
+                }});
+                let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&done)).await;
+            });
+        }
+    }
+}
+
+/// Creates a Ready node `name` with `labels` (and its Lease), as `start_nodes` does.
+pub async fn create_node(client: &kube::Client, name: &str, labels: serde_json::Value, ip: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).expect("node");
+    nodes.create(&PostParams::default(), &node).await.expect("create node");
+    let status = json!({"status": {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
+        "addresses": [{"type": "InternalIP", "address": ip}],
+    }});
+    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("node status");
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()},
+    }))
+    .expect("lease");
+    Api::<Lease>::namespaced(client.clone(), "kube-node-lease")
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("lease");
+}
+
+/// The node a pod is pinned to by required node affinity on `metadata.name` (how the
+/// DaemonSet controller places pods), as the scheduler would honour it.
+fn pinned_node(pod: &Pod) -> Option<String> {
+    let terms = &pod
+        .spec
+        .as_ref()?
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find_map(|r| {
+        (r.key == "metadata.name" && r.operator == "In").then(|| r.values.as_ref()?.first().cloned()).flatten()
+    })
+}
+
+impl Cluster {
+    /// Like `start_nodes`, but the kubelet binds a pod pinned to a node by required node
+    /// affinity on `metadata.name` to that node (and leaves it pending while that node is not
+    /// one of its nodes); every other pod is handled by the [`FakeKubelet`] as usual. Nodes
+    /// are labelled `tier: app`. Add nodes later with [`Cluster::add_node`].
+    pub async fn start_pinning_nodes(&mut self, n: usize) -> Arc<FakeKubelet> {
+        let mut names = Vec::new();
+        for i in 0..n {
+            let name = format!("node-{i}");
+            let labels = json!({"kubernetes.io/hostname": name, "tier": "app"});
+            create_node(&self.client, &name, labels, &format!("198.18.200.{}", i + 1)).await;
+            names.push(name);
+        }
+        let kubelet = Arc::new(FakeKubelet {
+            client: self.client.clone(),
+            nodes: std::sync::Mutex::new(names),
+            next_node: AtomicUsize::new(0),
+            next_ip: AtomicU32::new(10),
+        });
+        let cancel = self.server.cancel.child_token();
+        let (k, c) = (kubelet.clone(), cancel.clone());
+        let handle = tokio::spawn(async move {
+            let api: Api<Pod> = Api::all(k.client.clone());
+            let mut stream = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
+            let mut heartbeat = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                let pod = tokio::select! {
+                    _ = c.cancelled() => return,
+                    _ = heartbeat.tick() => { k.renew_leases().await; continue; }
+                    p = stream.next() => match p { Some(Ok(p)) => p, Some(Err(_)) => continue, None => return },
+                };
+                let unbound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_none_or(str::is_empty);
+                match pinned_node(&pod).filter(|_| unbound && pod.metadata.deletion_timestamp.is_none()) {
+                    Some(node) => {
+                        if !k.nodes.lock().expect("nodes").contains(&node) {
+                            continue;
+                        }
+                        let name = pod.metadata.name.clone().unwrap_or_default();
+                        let api: Api<Pod> =
+                            Api::namespaced(k.client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default());
+                        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                                             "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+                        let _ = api
+                            .create_subresource::<_, serde_json::Value>(
+                                "binding",
+                                &name,
+                                &PostParams::default(),
+                                &binding,
+                            )
+                            .await;
+                    }
+                    None => k.handle(&pod).await,
+                }
+            }
+        });
+        self.kubelet = Some((cancel, handle));
+        kubelet
+    }
+
+    /// Adds a Ready node `name` with `labels` and lets `kubelet` run pods on it.
+    pub async fn add_node(&self, kubelet: &FakeKubelet, name: &str, labels: serde_json::Value, ip: &str) {
+        // The kubelet knows the node before anyone can place a pod on it.
+        kubelet.nodes.lock().expect("nodes").push(name.to_string());
+        create_node(&self.client, name, labels, ip).await;
+    }
+}
