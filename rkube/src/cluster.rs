@@ -187,6 +187,9 @@ pub fn check_dependencies(env: &Env, components: &Components) -> Result<()> {
     if components.proxy {
         bins.push("rkube-proxy");
     }
+    if components.dns {
+        bins.push("rkube-dns");
+    }
     for b in bins {
         if !env.bin_dir.join(b).is_file() {
             return Err(ClusterError::MissingBinary(b.to_owned(), env.bin_dir.display().to_string()));
@@ -526,6 +529,24 @@ pub async fn ready_nodes(client: &kube::Client, since: i64) -> Result<BTreeSet<S
         .collect())
 }
 
+/// The kube-dns Service, EndpointSlice and Endpoints (server-side apply, so a start after a
+/// stop or a reboot writes the same objects again without a conflict).
+async fn apply_kube_dns(client: &kube::Client, st: &ClusterState) -> Result<()> {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Patch, PatchParams};
+    let [svc, slice, eps] = render::kube_dns_objects(st);
+    let pp = PatchParams::apply("rkube").force();
+    let kube = |e: kube::Error| ClusterError::Kube(format!("writing the kube-dns Service: {e}"));
+    let services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
+    services.patch("kube-dns", &pp, &Patch::Apply(&svc)).await.map_err(kube)?;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "kube-system");
+    slices.patch("kube-dns-rkube", &pp, &Patch::Apply(&slice)).await.map_err(kube)?;
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "kube-system");
+    endpoints.patch("kube-dns", &pp, &Patch::Apply(&eps)).await.map_err(kube)?;
+    Ok(())
+}
+
 /// Brings every process of the cluster up (create, start, after a reboot), recreating the
 /// network and namespaces that are missing, and waits until the nodes are Ready.
 async fn bring_up(
@@ -635,8 +656,14 @@ async fn bring_up(
     }
 
     progress.step("Starting the scheduler, controller-manager and node agents");
-    for p in cp.iter().filter(|p| matches!(p.component, Component::Scheduler | Component::ControllerManager)) {
+    for p in cp
+        .iter()
+        .filter(|p| matches!(p.component, Component::Scheduler | Component::ControllerManager | Component::Dns))
+    {
         started.spawn(p.clone())?;
+    }
+    if st.components.dns {
+        apply_kube_dns(&client, st).await?;
     }
     for node in &st.nodes {
         let sock = paths.containerd_sock(&node.spec.name);
@@ -768,9 +795,14 @@ fn nodes_down(st: &ClusterState, paths: &Paths) {
 }
 
 fn control_plane_down(paths: &Paths) {
-    for c in
-        [Component::ControllerManager, Component::Scheduler, Component::Apiserver, Component::Registry, Component::Etcd]
-    {
+    for c in [
+        Component::Dns,
+        Component::ControllerManager,
+        Component::Scheduler,
+        Component::Apiserver,
+        Component::Registry,
+        Component::Etcd,
+    ] {
         sys::stop_component(&paths.pid_file(c.name(), None), c, Duration::from_secs(5));
     }
 }

@@ -59,7 +59,7 @@ pub enum Command {
         #[arg(long, default_value = config::DEFAULT_NAME)]
         cluster: String,
     },
-    /// Print a component's log (etcd, registry, apiserver, scheduler, controller-manager,
+    /// Print a component's log (etcd, registry, apiserver, scheduler, controller-manager, dns,
     /// containerd, kubelet, proxy).
     Logs {
         component: String,
@@ -90,8 +90,8 @@ pub enum ClusterCommand {
         /// Keep what was made when create fails (for debugging).
         #[arg(long)]
         retain: bool,
-        /// Do not start a component: scheduler, controller-manager, kubelet, proxy.
-        #[arg(long, value_parser = ["scheduler", "controller-manager", "kubelet", "proxy"])]
+        /// Do not start a component: scheduler, controller-manager, kubelet, proxy, dns.
+        #[arg(long, value_parser = ["scheduler", "controller-manager", "kubelet", "proxy", "dns"])]
         disable: Vec<String>,
     },
     /// Delete a cluster and everything it made on this machine.
@@ -193,6 +193,7 @@ fn components(disable: &[String]) -> Components {
             "controller-manager" => c.controller_manager = false,
             "kubelet" => c.kubelet = false,
             "proxy" => c.proxy = false,
+            "dns" => c.dns = false,
             _ => {}
         }
     }
@@ -252,7 +253,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
         Command::Logs { component, node, cluster: c } => {
             let st = state::load(&env.state_root, &c)?;
             let comp = Component::parse(&component)
-                .ok_or_else(|| anyhow::anyhow!("unknown component {component:?}: one of etcd, registry, apiserver, scheduler, controller-manager, containerd, kubelet, proxy"))?;
+                .ok_or_else(|| anyhow::anyhow!("unknown component {component:?}: one of etcd, registry, apiserver, scheduler, controller-manager, dns, containerd, kubelet, proxy"))?;
             let node = match (comp.per_node(), node) {
                 (true, Some(n)) => {
                     if st.node(&n).is_none() {
@@ -302,6 +303,9 @@ async fn status(env: &Env, name: &str) -> anyhow::Result<()> {
             "{:<20} {:<24} {:>8}  {:<8} (not started: rkube-proxy is switched off)",
             "proxy", "(every node)", "-", "off"
         );
+    }
+    if !st.components.dns {
+        println!("{:<20} {:<24} {:>8}  {:<8} (not started: rkube-dns is switched off)", "dns", "(host)", "-", "off");
     }
     if all_up && st.components.kubelet {
         match cluster::node_readiness(env, &st).await {
@@ -361,6 +365,7 @@ mod tests {
         let c = components(&[]);
         assert!(c.kubelet && c.scheduler && c.controller_manager && c.proxy);
         let c = components(&["kubelet".into(), "proxy".into()]);
-        assert!(!c.kubelet && !c.proxy && c.scheduler);
+        assert!(!c.kubelet && !c.proxy && c.scheduler && c.dns);
+        assert!(!components(&["dns".into()]).dns);
     }
 }

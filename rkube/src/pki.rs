@@ -57,6 +57,7 @@ pub fn control_plane(state: &ClusterState, paths: &Paths) -> Result<(), PkiError
     kubeconfig(state, &certs, "system:kube-scheduler", &[])?.write(&paths.kubeconfig_for("scheduler"))?;
     kubeconfig(state, &certs, "system:kube-controller-manager", &[])?
         .write(&paths.kubeconfig_for("controller-manager"))?;
+    kubeconfig(state, &certs, "system:kube-dns", &[])?.write(&paths.kubeconfig_for("dns"))?;
     Ok(())
 }
 

@@ -10,6 +10,10 @@ use crate::state::{ClusterState, NodeState, Paths};
 pub const SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.10";
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 pub const RUNC: &str = "/usr/sbin/runc";
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+/// rkube-dns listens on the host's bridge address at the ports the kube-dns Service names.
+pub const DNS_PORT: u16 = 53;
+pub const DNS_METRICS_PORT: u16 = 9153;
 /// Label every host iptables rule of a cluster carries, so delete finds them.
 pub fn iptables_comment(state: &ClusterState) -> String {
     format!("rkube:{}", state.name)
@@ -258,6 +262,62 @@ pub fn port_mapping_rules(state: &ClusterState) -> Vec<Vec<String>> {
     rules
 }
 
+/// The `kube-system/kube-dns` Service (upstream's name, labels and ports, the well-known
+/// ClusterIP, no selector) and the EndpointSlice and Endpoints that point it at rkube-dns on
+/// the host's bridge address; written at every start, so they follow the record.
+pub fn kube_dns_objects(state: &ClusterState) -> [serde_json::Value; 3] {
+    let host = state.plan.host_ip.to_string();
+    let labels = serde_json::json!({
+        "k8s-app": "kube-dns",
+        "kubernetes.io/cluster-service": "true",
+        "kubernetes.io/name": "CoreDNS",
+    });
+    let service = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+        "spec": {
+            "clusterIP": state.plan.cluster_dns_ip.to_string(),
+            "clusterIPs": [state.plan.cluster_dns_ip.to_string()],
+            "ports": [
+                {"name": "dns", "port": DNS_PORT, "protocol": "UDP", "targetPort": DNS_PORT},
+                {"name": "dns-tcp", "port": DNS_PORT, "protocol": "TCP", "targetPort": DNS_PORT},
+                {"name": "metrics", "port": DNS_METRICS_PORT, "protocol": "TCP", "targetPort": DNS_METRICS_PORT},
+            ],
+        },
+    });
+    let mut slice_labels = labels.clone();
+    slice_labels["kubernetes.io/service-name"] = "kube-dns".into();
+    // not the EndpointSlice controller's: it leaves slices other managers own alone
+    slice_labels["endpointslice.kubernetes.io/managed-by"] = "rkube-cluster-tool".into();
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "kube-dns-rkube", "namespace": "kube-system", "labels": slice_labels},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+        "ports": [
+            {"name": "dns", "port": DNS_PORT, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": DNS_PORT, "protocol": "TCP"},
+            {"name": "metrics", "port": DNS_METRICS_PORT, "protocol": "TCP"},
+        ],
+    });
+    let endpoints = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+        "subsets": [{
+            "addresses": [{"ip": host}],
+            "ports": [
+                {"name": "dns", "port": DNS_PORT, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": DNS_PORT, "protocol": "TCP"},
+                {"name": "metrics", "port": DNS_METRICS_PORT, "protocol": "TCP"},
+            ],
+        }],
+    });
+    [service, slice, endpoints]
+}
+
 /// Which side of the bridge a process runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Place {
@@ -280,10 +340,11 @@ pub enum Component {
     Containerd,
     Kubelet,
     Proxy,
+    Dns,
 }
 
 impl Component {
-    pub const ALL: [Component; 8] = [
+    pub const ALL: [Component; 9] = [
         Component::Etcd,
         Component::Registry,
         Component::Apiserver,
@@ -292,6 +353,7 @@ impl Component {
         Component::Containerd,
         Component::Kubelet,
         Component::Proxy,
+        Component::Dns,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -304,6 +366,7 @@ impl Component {
             Component::Containerd => "containerd",
             Component::Kubelet => "kubelet",
             Component::Proxy => "proxy",
+            Component::Dns => "dns",
         }
     }
 
@@ -323,6 +386,7 @@ impl Component {
             Component::Containerd => "containerd",
             Component::Kubelet => "rkube-kubelet",
             Component::Proxy => "rkube-proxy",
+            Component::Dns => "rkube-dns",
         }
     }
 
@@ -425,6 +489,24 @@ pub fn control_plane(state: &ClusterState, paths: &Paths) -> Vec<ProcSpec> {
             ],
         ));
     }
+    if state.components.dns {
+        // On the host side, at the bridge address: every node reaches it directly, and pods
+        // through the kube-dns Service whose endpoint it is (see `kube_dns_objects`).
+        out.push((
+            Component::Dns,
+            vec![
+                bin("rkube-dns"),
+                "--kubeconfig".to_owned(),
+                s(&paths.kubeconfig_for("dns")),
+                "--cluster-domain".to_owned(),
+                CLUSTER_DOMAIN.to_owned(),
+                "--listen-address".to_owned(),
+                format!("{}:{DNS_PORT}", state.plan.host_ip),
+                "--metrics-bind-address".to_owned(),
+                format!("{}:{DNS_METRICS_PORT}", state.plan.host_ip),
+            ],
+        ));
+    }
     out.into_iter()
         .map(|(component, argv)| ProcSpec {
             component,
@@ -471,7 +553,7 @@ pub fn node_processes(state: &ClusterState, paths: &Paths, node: &NodeState) -> 
             "--cluster-dns".to_owned(),
             state.plan.cluster_dns_ip.to_string(),
             "--cluster-domain".to_owned(),
-            "cluster.local".to_owned(),
+            CLUSTER_DOMAIN.to_owned(),
             "--root-dir".to_owned(),
             s(&d.join("kubelet")),
             "--pod-logs-dir".to_owned(),
@@ -625,8 +707,16 @@ mod tests {
                 Component::Registry,
                 Component::Apiserver,
                 Component::Scheduler,
-                Component::ControllerManager
+                Component::ControllerManager,
+                Component::Dns
             ]
+        );
+        let dns = control_plane(&st, &paths)[5].argv.join(" ");
+        assert!(
+            dns.ends_with(
+                "--cluster-domain cluster.local --listen-address 198.19.16.1:53 --metrics-bind-address 198.19.16.1:9153"
+            ),
+            "{dns}"
         );
         let api = &control_plane(&st, &paths)[2];
         assert!(api.argv.join(" ").contains("--bind-address 198.19.16.1 --advertise-address 198.19.16.1"));
@@ -655,6 +745,30 @@ mod tests {
         st.components.kubelet = false;
         let node = node_processes(&st, &paths, &st.nodes[0]);
         assert_eq!(node.iter().map(|p| p.component).collect::<Vec<_>>(), [Component::Containerd, Component::Proxy]);
+    }
+
+    #[test]
+    fn kube_dns_is_a_selectorless_service_at_the_tenth_address_pointing_at_the_host() {
+        let st = sample("dev", 1);
+        let [svc, slice, eps] = kube_dns_objects(&st);
+        assert_eq!(svc["metadata"]["labels"]["k8s-app"], "kube-dns");
+        assert_eq!(svc["spec"]["clusterIP"], "198.19.17.10");
+        assert!(svc["spec"].get("selector").is_none(), "no selector: the endpoints are ours");
+        let ports: Vec<String> = svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| format!("{}/{}/{}", p["name"].as_str().unwrap(), p["port"], p["protocol"].as_str().unwrap()))
+            .collect();
+        assert_eq!(ports, ["dns/53/UDP", "dns-tcp/53/TCP", "metrics/9153/TCP"]);
+        assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], "kube-dns");
+        assert_ne!(
+            slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+            "endpointslice-controller.k8s.io"
+        );
+        assert_eq!(slice["endpoints"][0]["addresses"][0], "198.19.16.1");
+        assert_eq!(eps["subsets"][0]["addresses"][0]["ip"], "198.19.16.1");
+        assert_eq!(eps["subsets"][0]["ports"].as_array().unwrap().len(), 3);
     }
 
     #[test]

@@ -45,11 +45,18 @@ pub struct Components {
     pub controller_manager: bool,
     pub kubelet: bool,
     pub proxy: bool,
+    /// rkube-dns; records written before it existed start it too.
+    #[serde(default = "yes")]
+    pub dns: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Components {
     fn default() -> Self {
-        Components { scheduler: true, controller_manager: true, kubelet: true, proxy: true }
+        Components { scheduler: true, controller_manager: true, kubelet: true, proxy: true, dns: true }
     }
 }
 

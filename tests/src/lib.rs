@@ -12,8 +12,15 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Every binary a cluster runs.
-pub const BINARIES: [&str; 6] =
-    ["rkube", "rkube-apiserver", "rkube-scheduler", "rkube-controller-manager", "rkube-kubelet", "rkube-proxy"];
+pub const BINARIES: [&str; 7] = [
+    "rkube",
+    "rkube-apiserver",
+    "rkube-scheduler",
+    "rkube-controller-manager",
+    "rkube-kubelet",
+    "rkube-proxy",
+    "rkube-dns",
+];
 
 pub const STATE_ROOT: &str = "/var/lib/rkube/clusters";
 
@@ -305,6 +312,15 @@ pub fn leftovers(name: &str, record: &serde_json::Value, kubeconfig: &Path) -> V
             if c.file_name().to_string_lossy().starts_with(&prefix) {
                 left.push(format!("cgroup {}", c.path().display()));
             }
+        }
+    }
+    // rkube-dns listens on the host's bridge address (its process is found above by its
+    // arguments; this finds a socket that outlived it), unless another cluster has the
+    // address now
+    let bridge_ours = record["plan"]["bridge"].as_str().is_some_and(|b| !others.iter().any(|o| o == b));
+    if let Some(host) = record["plan"]["hostIp"].as_str().filter(|_| bridge_ours) {
+        for l in run_text(&["ss", "-Hlntu"]).lines().filter(|l| l.contains(&format!(" {host}:53 "))) {
+            left.push(format!("socket {l}"));
         }
     }
     let rules = run_text(&["iptables", "-w", "-t", "nat", "-S"]);
