@@ -28,6 +28,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod rootcacertpublisher;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod ttlafterfinished;
 pub mod workqueue;
 
@@ -92,6 +93,7 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         enabled_by_default: true,
         start: |c| Box::pin(ttlafterfinished::run(c)),
     },
+    Descriptor { name: statefulset::NAME, enabled_by_default: true, start: |c| Box::pin(statefulset::run(c)) },
     Descriptor { name: "serviceaccount", enabled_by_default: true, start: |c| Box::pin(serviceaccount::run(c)) },
     Descriptor {
         name: "root-ca-cert-publisher",
