@@ -112,3 +112,47 @@ async fn cronjob_starts_the_latest_missed_run_and_keeps_the_history_limit() {
     .await;
     cluster.stop().await;
 }
+
+/// `kubectl create cronjob`, `create job --from=cronjob/…`, `get jobs`, `get cronjobs` with
+/// kubectl 1.27, 1.30 and 1.33.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_cronjobs_and_jobs_from_them() {
+    let mut cluster = Cluster::start().await;
+    cluster.start_batch_nodes(1).await;
+    cluster.start_controller_manager(&["--controllers=cronjob,job"]);
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), "default");
+    let dir = cluster.server.cert_dir.path().to_path_buf();
+    for minor in [27u32, 30, 33] {
+        let (cj, job) = (format!("nightly{minor}"), format!("manual{minor}"));
+        let d = dir.clone();
+        let (c, j) = (cj.clone(), job.clone());
+        tokio::task::spawn_blocking(move || {
+            let k = component_base::testing::Kubectl::new(minor, &d);
+            k.ok(&["create", "cronjob", &c, "--image=exit-0", "--schedule=0 3 * * *", "--restart=Never"]);
+            k.ok(&["create", "job", &j, &format!("--from=cronjob/{c}")]);
+        })
+        .await
+        .expect("kubectl");
+        eventually(&format!("kubectl 1.{minor}: {job} completes"), WAIT, || async {
+            jobs.get(&job).await.ok().and_then(|j| j.status).and_then(|s| s.succeeded) == Some(1)
+        })
+        .await;
+        let j = jobs.get(&job).await.expect("job");
+        let ann = j.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(ann.get("cronjob.kubernetes.io/instantiate").map(String::as_str), Some("manual"));
+        let d = dir.clone();
+        let (c, jn) = (cj.clone(), job.clone());
+        tokio::task::spawn_blocking(move || {
+            let k = component_base::testing::Kubectl::new(minor, &d);
+            let table = k.ok(&["get", "jobs"]);
+            let row = table.lines().find(|l| l.starts_with(&format!("{jn} "))).unwrap_or_default().to_string();
+            assert!(row.contains("1/1"), "kubectl 1.{minor} get jobs:\n{table}");
+            let table = k.ok(&["get", "cronjobs"]);
+            let row = table.lines().find(|l| l.starts_with(&format!("{c} "))).unwrap_or_default().to_string();
+            assert!(row.contains("0 3 * * *") && row.contains("False"), "kubectl 1.{minor} get cronjobs:\n{table}");
+        })
+        .await
+        .expect("kubectl");
+    }
+    cluster.stop().await;
+}
