@@ -273,6 +273,10 @@ impl Scheduler {
                     return;
                 }
                 lock(&self.queue).done(&p.info.uid);
+                let volumes = snap
+                    .get(&r.node)
+                    .map(|n| volume_binding::assume(self.listers.as_ref(), &p.info, n))
+                    .unwrap_or_default();
                 let permit = tokio::select! {
                     _ = cancel.cancelled() => {
                         lock(&self.cache).forget_pod(&p.info.uid);
@@ -283,9 +287,9 @@ impl Scheduler {
                         Err(_) => return,
                     },
                 };
-                let me = self.clone();
+                let (me, cancel) = (self.clone(), cancel.clone());
                 self.tasks.spawn(async move {
-                    me.bind(p, r.node, t0).await;
+                    me.bind(p, r.node, volumes, &cancel, t0).await;
                     drop(permit);
                 });
             }
@@ -295,8 +299,33 @@ impl Scheduler {
 
     /// Bind (upstream DefaultBinder), then the Scheduled event; on failure the assumption is
     /// forgotten and the pod retried after its backoff.
-    async fn bind(&self, p: Popped, node: String, t0: std::time::Instant) {
+    async fn bind(
+        &self,
+        p: Popped,
+        node: String,
+        volumes: volume_binding::PodVolumes,
+        cancel: &CancellationToken,
+        t0: std::time::Instant,
+    ) {
         let pr = pod_ref(&p.info);
+        let timeout = volume_binding::BIND_TIMEOUT;
+        if let Err(e) =
+            volume_binding::pre_bind(&volumes, self.listers.as_ref(), self.writer.as_ref(), timeout, cancel).await
+        {
+            tracing::warn!(pod = %p.info.key(), node, error = %e, "binding volumes failed");
+            self.metrics.attempt("error", t0.elapsed().as_secs_f64());
+            lock(&self.cache).forget_pod(&p.info.uid);
+            lock(&self.queue).readd_after_error(p.info.clone(), p.attempts, Instant::now());
+            self.move_for_event(None);
+            self.emit(PodEvent {
+                pod: pr,
+                type_: "Warning",
+                reason: "FailedScheduling",
+                action: "Scheduling",
+                message: format!("running PreBind plugin \"VolumeBinding\": {e}"),
+            });
+            return;
+        }
         match self.writer.bind(&pr, &node).await {
             Ok(()) => {
                 self.metrics.attempt("scheduled", t0.elapsed().as_secs_f64());

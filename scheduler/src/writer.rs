@@ -2,7 +2,9 @@
 //! events, the PodScheduled condition with `nominatedNodeName`, and preemption's deletes.
 //! `KubeWriter` is the real one; tests inject a recording fake.
 
-use k8s_openapi::api::core::v1::{Binding, Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Event, EventSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
@@ -54,6 +56,11 @@ pub trait ApiWriter: Send + Sync + 'static {
     /// `status.nominatedNodeName` when given.
     async fn set_unschedulable(&self, pod: &PodRef, message: &str, nominated: Option<&str>) -> Result<(), WriteError>;
     async fn delete_pod(&self, pod: &PodRef) -> Result<(), WriteError>;
+    /// VolumeBinding's PreBind: points volume `pv`'s `claimRef` at `claim` (upstream's
+    /// binder marks it `pv.kubernetes.io/bound-by-controller`).
+    async fn bind_volume(&self, pv: &str, claim: &PersistentVolumeClaim) -> Result<(), WriteError>;
+    /// VolumeBinding's PreBind: `volume.kubernetes.io/selected-node` on a claim to provision.
+    async fn select_node(&self, claim: &PersistentVolumeClaim, node: &str) -> Result<(), WriteError>;
 }
 
 pub struct KubeWriter {
@@ -150,6 +157,50 @@ impl ApiWriter for KubeWriter {
         api.delete(&pod.name, &dp).await.map_err(api_err("delete", pod))?;
         Ok(())
     }
+
+    async fn bind_volume(&self, pv: &str, claim: &PersistentVolumeClaim) -> Result<(), WriteError> {
+        use crate::plugins::volume_binding::ANN_BOUND_BY_CONTROLLER;
+        let err = |verb| move |source| WriteError::Api { verb, what: format!("persistentvolume {pv}"), source };
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        let mut v = api.get(pv).await.map_err(err("get"))?;
+        let spec = v.spec.get_or_insert_with(Default::default);
+        if let Some(r) = &spec.claim_ref {
+            if r.uid == claim.metadata.uid {
+                return Ok(());
+            }
+            let taken = kube::core::Status::failure("volume already bound to a different claim", "Conflict");
+            return Err(err("bind")(kube::Error::Api(taken.with_code(409).boxed())));
+        }
+        spec.claim_ref = Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("PersistentVolumeClaim".into()),
+            namespace: claim.metadata.namespace.clone(),
+            name: claim.metadata.name.clone(),
+            uid: claim.metadata.uid.clone(),
+            resource_version: claim.metadata.resource_version.clone(),
+            ..Default::default()
+        });
+        v.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(ANN_BOUND_BY_CONTROLLER.into(), "yes".into());
+        api.replace(pv, &PostParams::default(), &v).await.map_err(err("update"))?;
+        Ok(())
+    }
+
+    async fn select_node(&self, claim: &PersistentVolumeClaim, node: &str) -> Result<(), WriteError> {
+        use crate::plugins::volume_binding::ANN_SELECTED_NODE;
+        let ns = claim.metadata.namespace.as_deref().unwrap_or_default();
+        let name = claim.metadata.name.as_deref().unwrap_or_default();
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let patch = serde_json::json!({"metadata": {"annotations": {ANN_SELECTED_NODE: node}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.map_err(|source| WriteError::Api {
+            verb: "annotate",
+            what: format!("persistentvolumeclaim {ns}/{name}"),
+            source,
+        })?;
+        Ok(())
+    }
 }
 
 /// A writer that records what it was asked to do (tests), failing binds on request.
@@ -161,6 +212,10 @@ pub struct RecordingWriter {
     pub deleted: std::sync::Mutex<Vec<PodRef>>,
     /// Binds fail while this is above zero (each failure counts it down).
     pub fail_binds: std::sync::atomic::AtomicUsize,
+    /// (volume, claim name) for every `bind_volume`.
+    pub volume_binds: std::sync::Mutex<Vec<(String, String)>>,
+    /// (claim name, node) for every `select_node`.
+    pub selected_nodes: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 #[async_trait::async_trait]
@@ -193,6 +248,16 @@ impl ApiWriter for RecordingWriter {
     }
     async fn delete_pod(&self, pod: &PodRef) -> Result<(), WriteError> {
         self.deleted.lock().expect("not poisoned").push(pod.clone());
+        Ok(())
+    }
+    async fn bind_volume(&self, pv: &str, claim: &PersistentVolumeClaim) -> Result<(), WriteError> {
+        let c = claim.metadata.name.clone().unwrap_or_default();
+        self.volume_binds.lock().expect("not poisoned").push((pv.to_string(), c));
+        Ok(())
+    }
+    async fn select_node(&self, claim: &PersistentVolumeClaim, node: &str) -> Result<(), WriteError> {
+        let c = claim.metadata.name.clone().unwrap_or_default();
+        self.selected_nodes.lock().expect("not poisoned").push((c, node.to_string()));
         Ok(())
     }
 }

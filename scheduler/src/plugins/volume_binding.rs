@@ -4,11 +4,14 @@
 //! provisioner that may create one there (the class's `allowedTopologies`); an unbound claim
 //! of an `Immediate` class waits for the PV controller, so the pod waits too.
 //!
-//! Not done here: upstream's PreBind, which writes the chosen volume's `claimRef` (or the
-//! claim's `volume.kubernetes.io/selected-node` annotation for a provisioner) and waits for
-//! the binding. This scheduler picks a node the claims could use and binds the pod only.
+//! Once a node is chosen, `assume` picks (as upstream's AssumePodVolumes) the static volume
+//! each unbound WaitForFirstConsumer claim takes there, or marks it for provisioning, and
+//! `pre_bind` (upstream's PreBind) writes the volumes' `claimRef`s and the claims'
+//! `volume.kubernetes.io/selected-node`, then waits (bounded) until the PV controller has
+//! bound every claim, before the pod itself is bound.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -23,6 +26,9 @@ pub const ERR_REASON_NODE_CONFLICT: &str = "node(s) had volume node affinity con
 pub const ERR_REASON_BIND_CONFLICT: &str = "node(s) didn't find available persistent volumes to bind";
 pub const ERR_REASON_UNBOUND_IMMEDIATE: &str = "pod has unbound immediate PersistentVolumeClaims";
 const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
+pub const ANN_BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
+pub const ANN_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
+pub const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 
 pub struct VolumeBinding {
     listers: Arc<dyn Listers>,
@@ -61,26 +67,45 @@ fn volume_matches_claim(pv: &PersistentVolume, claim: &PersistentVolumeClaim) ->
         return false;
     }
     if let Some(r) = spec.claim_ref.as_ref() {
-        if r.uid.is_some() && r.uid != claim.metadata.uid {
+        let names_claim = r.name == claim.metadata.name && r.namespace == claim.metadata.namespace;
+        if !names_claim || (r.uid.is_some() && r.uid != claim.metadata.uid) {
             return false;
         }
+    }
+    if spec.volume_mode.as_deref().unwrap_or("Filesystem")
+        != claim.spec.as_ref().and_then(|s| s.volume_mode.as_deref()).unwrap_or("Filesystem")
+    {
+        return false;
     }
     let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Available");
     if phase != "Available" && spec.claim_ref.is_none() {
         return false;
     }
-    let want = claim
+    let want = claim_request(claim);
+    let have = capacity(pv);
+    let modes = claim.spec.as_ref().and_then(|s| s.access_modes.as_deref()).unwrap_or(&[]);
+    let pv_modes = spec.access_modes.as_deref().unwrap_or(&[]);
+    have >= want && modes.iter().all(|m| pv_modes.contains(m))
+}
+
+fn claim_request(claim: &PersistentVolumeClaim) -> i64 {
+    claim
         .spec
         .as_ref()
         .and_then(|s| s.resources.as_ref())
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get("storage"))
         .map(|q| parse_quantity(&q.0, false))
-        .unwrap_or(0);
-    let have = spec.capacity.as_ref().and_then(|c| c.get("storage")).map(|q| parse_quantity(&q.0, false)).unwrap_or(0);
-    let modes = claim.spec.as_ref().and_then(|s| s.access_modes.as_deref()).unwrap_or(&[]);
-    let pv_modes = spec.access_modes.as_deref().unwrap_or(&[]);
-    have >= want && modes.iter().all(|m| pv_modes.contains(m))
+        .unwrap_or(0)
+}
+
+fn capacity(pv: &PersistentVolume) -> i64 {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .map(|q| parse_quantity(&q.0, false))
+        .unwrap_or(0)
 }
 
 impl Plugin for VolumeBinding {
@@ -176,6 +201,146 @@ impl Plugin for VolumeBinding {
         }
         Status::success()
     }
+}
+
+/// upstream's default `VolumeBindingArgs.bindTimeoutSeconds`.
+pub const BIND_TIMEOUT: Duration = Duration::from_secs(600);
+const BIND_POLL: Duration = Duration::from_millis(100);
+
+/// What PreBind does for one pod on its chosen node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodVolumes {
+    pub node: String,
+    /// Static volumes the pod's claims take (volume name, claim): PreBind writes the
+    /// volume's `claimRef`.
+    pub bindings: Vec<(String, Arc<PersistentVolumeClaim>)>,
+    /// Claims to wait for without a write: their volume is already pre-bound to them.
+    pub prebound: Vec<Arc<PersistentVolumeClaim>>,
+    /// Claims a provisioner creates a volume for on `node`: PreBind sets their
+    /// `volume.kubernetes.io/selected-node`.
+    pub provisions: Vec<Arc<PersistentVolumeClaim>>,
+}
+
+impl PodVolumes {
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty() && self.prebound.is_empty() && self.provisions.is_empty()
+    }
+
+    fn claims(&self) -> impl Iterator<Item = &Arc<PersistentVolumeClaim>> {
+        self.bindings.iter().map(|(_, c)| c).chain(&self.prebound).chain(&self.provisions)
+    }
+}
+
+fn claim_names(pod: &PodInfo) -> impl Iterator<Item = &str> {
+    pod.spec()
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()))
+}
+
+/// upstream FindPodVolumes + AssumePodVolumes on the chosen node: for every unbound
+/// WaitForFirstConsumer claim, a volume pre-bound to it, else the smallest available
+/// matching volume that fits the node and no other claim of this pod took, else provisioning.
+pub fn assume(listers: &dyn Listers, pod: &PodInfo, node: &NodeInfo) -> PodVolumes {
+    let mut out = PodVolumes { node: node.name.clone(), ..Default::default() };
+    let mut pvs: Option<Vec<Arc<PersistentVolume>>> = None;
+    let mut taken: Vec<String> = Vec::new();
+    for name in claim_names(pod) {
+        let Some(claim) = listers.pvc(&pod.namespace, name) else { continue };
+        if claim.spec.as_ref().and_then(|s| s.volume_name.as_deref()).is_some_and(|v| !v.is_empty()) {
+            continue;
+        }
+        let delayed = listers
+            .storage_class(class_of_claim(&claim))
+            .is_some_and(|sc| sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"));
+        if !delayed {
+            continue;
+        }
+        let all = pvs.get_or_insert_with(|| listers.pvs());
+        let usable = all.iter().filter(|pv| {
+            !taken.iter().any(|t| Some(t.as_str()) == pv.metadata.name.as_deref())
+                && volume_matches_claim(pv, &claim)
+                && pv_fits_node(pv, node)
+        });
+        let prebound = |pv: &&Arc<PersistentVolume>| pv.spec.as_ref().is_some_and(|s| s.claim_ref.is_some());
+        let best = usable.min_by_key(|pv| (!prebound(pv), capacity(pv)));
+        match best {
+            Some(pv) => {
+                let pv_name = pv.metadata.name.clone().unwrap_or_default();
+                taken.push(pv_name.clone());
+                if prebound(&pv) {
+                    out.prebound.push(claim);
+                } else {
+                    out.bindings.push((pv_name, claim));
+                }
+            }
+            None => out.provisions.push(claim),
+        }
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreBindError {
+    #[error("binding volumes: {0}")]
+    Write(#[from] crate::writer::WriteError),
+    #[error("binding volumes: timed out waiting for the condition")]
+    Timeout,
+    #[error("binding volumes: {0}")]
+    ClaimGone(String),
+    #[error("binding volumes: the scheduler is stopping")]
+    Cancelled,
+}
+
+/// upstream PreBind (BindPodVolumes): writes the claimRefs and selected-node annotations,
+/// then waits until the PV controller has bound every claim, at most `timeout`.
+pub async fn pre_bind(
+    v: &PodVolumes,
+    listers: &dyn Listers,
+    writer: &dyn crate::writer::ApiWriter,
+    timeout: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(), PreBindError> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    for (pv, claim) in &v.bindings {
+        writer.bind_volume(pv, claim).await?;
+    }
+    for claim in &v.provisions {
+        writer.select_node(claim, &v.node).await?;
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if all_bound(v, listers)? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(PreBindError::Timeout);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(PreBindError::Cancelled),
+            _ = tokio::time::sleep(BIND_POLL) => {}
+        }
+    }
+}
+
+/// upstream checkBindings: every claim still exists (the same object) and is bound.
+fn all_bound(v: &PodVolumes, listers: &dyn Listers) -> Result<bool, PreBindError> {
+    for want in v.claims() {
+        let ns = want.metadata.namespace.as_deref().unwrap_or_default();
+        let name = want.metadata.name.as_deref().unwrap_or_default();
+        let Some(c) = listers.pvc(ns, name).filter(|c| c.metadata.uid == want.metadata.uid) else {
+            return Err(PreBindError::ClaimGone(format!("persistentvolumeclaim {name:?} was deleted")));
+        };
+        let bound = c.spec.as_ref().and_then(|s| s.volume_name.as_deref()).is_some_and(|v| !v.is_empty())
+            && c.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANN_BIND_COMPLETED));
+        if !bound {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -327,5 +492,181 @@ mod tests {
         f.scs.insert("csi".into(), class("csi", "WaitForFirstConsumer", "example.com/csi"));
         let (_, per) = run(f, &pod_with_claim("c"), &["n1", "n2"]);
         assert!(per.iter().all(Status::is_success));
+    }
+}
+
+#[cfg(test)]
+mod prebind_tests {
+    use super::*;
+    use crate::testutil::{node, node_info, pod, with_labels};
+    use crate::writer::RecordingWriter;
+    use apimachinery::labels::Selector;
+    use k8s_openapi::api::core::v1::{
+        NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaimSpec,
+        PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, Pod, Volume, VolumeNodeAffinity,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::collections::{BTreeMap, HashMap};
+
+    #[derive(Default)]
+    struct Fake {
+        pvcs: HashMap<String, Arc<PersistentVolumeClaim>>,
+        pvs: Vec<Arc<PersistentVolume>>,
+        scs: HashMap<String, Arc<StorageClass>>,
+    }
+    impl Listers for Fake {
+        fn pvc(&self, _: &str, n: &str) -> Option<Arc<PersistentVolumeClaim>> {
+            self.pvcs.get(n).cloned()
+        }
+        fn pv(&self, n: &str) -> Option<Arc<PersistentVolume>> {
+            self.pvs.iter().find(|p| p.metadata.name.as_deref() == Some(n)).cloned()
+        }
+        fn pvs(&self) -> Vec<Arc<PersistentVolume>> {
+            self.pvs.clone()
+        }
+        fn storage_class(&self, n: &str) -> Option<Arc<StorageClass>> {
+            self.scs.get(n).cloned()
+        }
+        fn default_selector(&self, _: &Pod) -> Option<Selector> {
+            None
+        }
+    }
+
+    fn claim(name: &str, bound_to: Option<&str>) -> Arc<PersistentVolumeClaim> {
+        let annotations = bound_to.map(|_| BTreeMap::from([(ANN_BIND_COMPLETED.to_string(), "yes".to_string())]));
+        Arc::new(PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                uid: Some(format!("u-{name}")),
+                annotations,
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                storage_class_name: Some("local".into()),
+                volume_name: bound_to.map(str::to_string),
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                ..Default::default()
+            }),
+            status: None,
+        })
+    }
+
+    fn pv(name: &str, size: &str, host: &str) -> Arc<PersistentVolume> {
+        Arc::new(PersistentVolume {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            spec: Some(PersistentVolumeSpec {
+                storage_class_name: Some("local".into()),
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                capacity: Some(BTreeMap::from([("storage".into(), Quantity(size.into()))])),
+                node_affinity: Some(VolumeNodeAffinity {
+                    required: Some(NodeSelector {
+                        node_selector_terms: vec![NodeSelectorTerm {
+                            match_expressions: Some(vec![NodeSelectorRequirement {
+                                key: "kubernetes.io/hostname".into(),
+                                operator: "In".into(),
+                                values: Some(vec![host.into()]),
+                            }]),
+                            match_fields: None,
+                        }],
+                    }),
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        })
+    }
+
+    fn wffc() -> Arc<StorageClass> {
+        Arc::new(StorageClass {
+            metadata: ObjectMeta { name: Some("local".into()), ..Default::default() },
+            provisioner: "rancher.io/local-path".into(),
+            volume_binding_mode: Some("WaitForFirstConsumer".into()),
+            ..Default::default()
+        })
+    }
+
+    fn pod_with_claims(claims: &[&str]) -> PodInfo {
+        let mut p = pod("p", "", "");
+        p.spec.as_mut().expect("spec").volumes = Some(
+            claims
+                .iter()
+                .map(|c| Volume {
+                    name: c.to_string(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: c.to_string(),
+                        read_only: None,
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+        PodInfo::new(p)
+    }
+
+    fn n(name: &str) -> NodeInfo {
+        node_info(with_labels(node(name, "1", "1Gi"), &[("kubernetes.io/hostname", name)]), vec![])
+    }
+
+    fn names(v: &PodVolumes) -> (Vec<(String, String)>, Vec<String>) {
+        let b = v.bindings.iter().map(|(pv, c)| (pv.clone(), c.metadata.name.clone().unwrap_or_default())).collect();
+        let p = v.provisions.iter().map(|c| c.metadata.name.clone().unwrap_or_default()).collect();
+        (b, p)
+    }
+
+    #[test]
+    fn assume_takes_the_smallest_volume_on_the_node_then_provisions_the_rest() {
+        let mut f = Fake::default();
+        f.scs.insert("local".into(), wffc());
+        for c in ["a", "b"] {
+            f.pvcs.insert(c.into(), claim(c, None));
+        }
+        f.pvcs.insert("done".into(), claim("done", Some("old")));
+        f.pvs = vec![pv("big-n1", "5Gi", "n1"), pv("small-n1", "1Gi", "n1"), pv("tiny-n2", "1Mi", "n2")];
+        let v = assume(&f, &pod_with_claims(&["a", "b", "done"]), &n("n1"));
+        assert_eq!(v.node, "n1");
+        assert_eq!(
+            names(&v),
+            (vec![("small-n1".into(), "a".into()), ("big-n1".into(), "b".into())], vec![]),
+            "each claim its own volume, smallest first; a bound claim needs nothing"
+        );
+        let v = assume(&f, &pod_with_claims(&["a", "b"]), &n("n2"));
+        assert_eq!(names(&v), (vec![("tiny-n2".into(), "a".into())], vec!["b".into()]));
+    }
+
+    #[tokio::test]
+    async fn pre_bind_writes_claim_refs_and_selected_nodes_then_returns_once_bound() {
+        let mut f = Fake::default();
+        f.scs.insert("local".into(), wffc());
+        f.pvcs.insert("a".into(), claim("a", None));
+        f.pvcs.insert("b".into(), claim("b", None));
+        f.pvs = vec![pv("pv-n1", "1Gi", "n1")];
+        let v = assume(&f, &pod_with_claims(&["a", "b"]), &n("n1"));
+        // The binder bound both by the time PreBind looks.
+        f.pvcs.insert("a".into(), claim("a", Some("pv-n1")));
+        f.pvcs.insert("b".into(), claim("b", Some("pvc-u-b")));
+        let w = RecordingWriter::default();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        pre_bind(&v, &f, &w, BIND_TIMEOUT, &cancel).await.expect("bound");
+        assert_eq!(*w.volume_binds.lock().expect("lock"), vec![("pv-n1".to_string(), "a".to_string())]);
+        assert_eq!(*w.selected_nodes.lock().expect("lock"), vec![("b".to_string(), "n1".to_string())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pre_bind_gives_up_after_the_bind_timeout_or_when_a_claim_goes() {
+        let mut f = Fake::default();
+        f.scs.insert("local".into(), wffc());
+        f.pvcs.insert("a".into(), claim("a", None));
+        let v = assume(&f, &pod_with_claims(&["a"]), &n("n1"));
+        let w = RecordingWriter::default();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let r = pre_bind(&v, &f, &w, Duration::from_secs(30), &cancel).await;
+        assert!(matches!(r, Err(PreBindError::Timeout)), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_secs(30));
+        f.pvcs.clear();
+        let r = pre_bind(&v, &f, &w, Duration::from_secs(30), &cancel).await;
+        assert!(matches!(r, Err(PreBindError::ClaimGone(_))), "{r:?}");
     }
 }
