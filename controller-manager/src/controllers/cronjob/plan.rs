@@ -254,15 +254,13 @@ pub fn plan(
         return p;
     }
     p.requeue = next_schedule_duration(&schedule, &tz, now);
-    let (_, scheduled, missed, count) = most_recent_schedule_time(cj, now, &schedule, &tz, true);
+    let (_, scheduled, missed, _) = most_recent_schedule_time(cj, now, &schedule, &tz, true);
     let Some(scheduled) = scheduled else { return p };
     if missed == Missed::Many {
         p.events.push((
             WARNING,
             "TooManyMissedTimes",
-            format!(
-                "too many missed start times: {count}. Set or decrease .spec.startingDeadlineSeconds or check clock skew"
-            ),
+            "too many missed start times. Set or decrease .spec.startingDeadlineSeconds or check clock skew".into(),
         ));
     }
     if let Some(sds) = spec.starting_deadline_seconds {
