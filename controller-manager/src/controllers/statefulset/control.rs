@@ -66,7 +66,10 @@ fn process_replica(input: &Input, monotonic: bool, replicas: &mut [Arc<Pod>], i:
     let set = input.set;
     let ord = start_ordinal(set) + i as i32;
     let min_ready = min_ready_seconds(set);
-    if is_created(&replicas[i]) && (is_failed(&replicas[i]) || is_succeeded(&replicas[i])) {
+    // A finished pod already being deleted is waited for below like any terminating pod (upstream
+    // deletes it again and fails the create on AlreadyExists until it is gone).
+    let finished = is_failed(&replicas[i]) || is_succeeded(&replicas[i]);
+    if is_created(&replicas[i]) && finished && !is_terminating(&replicas[i]) {
         let why = if is_failed(&replicas[i]) { DeleteReason::Failed } else { DeleteReason::Succeeded };
         steps.push(Step::Delete(replicas[i].clone(), why));
         replicas[i] = Arc::new(new_versioned_pod(set, input.current, input.update, ord));
@@ -401,6 +404,8 @@ mod tests {
         let s = set(2, json!({}));
         let pods = [pod(&s, 0, "Running", true, "web-v2"), pod(&s, 1, "Failed", false, "web-v2")];
         assert_eq!(show(&run(&s, &pods)), ["delete web-1 (Failed)", "create web-1@web-v2"]);
+        let pods = [pods[0].clone(), terminating(pods[1].clone())];
+        assert!(show(&run(&s, &pods)).is_empty(), "waits for the failed pod to be gone");
     }
 
     #[test]
