@@ -287,6 +287,7 @@ pub async fn create(env: &Env, opts: CreateOptions, cancel: &CancellationToken) 
             mirrors: spec.mirrors.clone(),
             bin_dir: env.bin_dir.clone(),
             nodes,
+            shared_storage: spec.shared_storage,
         };
         state::save(&env.state_root, &st)?;
         // the blackhole routes mark the ranges as taken for creates that do not see our record
@@ -303,6 +304,8 @@ pub async fn create(env: &Env, opts: CreateOptions, cancel: &CancellationToken) 
     );
     match bring_up(env, &mut st, Some(&archives), opts.wait, &mut progress, cancel).await {
         Ok(()) => {
+            progress.step("Creating the default StorageClass");
+            apply_default_storage_class(&client(&paths).await?).await?;
             progress.step("Writing kubeconfig");
             merge_kubeconfig(env, &st)?;
             progress.done();
@@ -545,6 +548,18 @@ async fn apply_kube_dns(client: &kube::Client, st: &ClusterState) -> Result<()> 
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "kube-system");
     endpoints.patch("kube-dns", &pp, &Patch::Apply(&eps)).await.map_err(kube)?;
     Ok(())
+}
+
+/// The default StorageClass `standard`, created once (as kind does): a user may change or
+/// delete it later.
+async fn apply_default_storage_class(client: &kube::Client) -> Result<()> {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    match classes.create(&Default::default(), &render::default_storage_class()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(ClusterError::Kube(format!("creating the default StorageClass: {e}"))),
+    }
 }
 
 /// Brings every process of the cluster up (create, start, after a reboot), recreating the

@@ -59,6 +59,18 @@ pub struct ClusterConfig {
     pub feature_gates: BTreeMap<String, bool>,
     #[serde(default)]
     pub registry: RegistryConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// The default StorageClass's local-path volumes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageConfig {
+    /// One folder for every node's volumes instead of one per node, and volumes without node
+    /// affinity: a pod moved to another node keeps its data (the nodes share this host).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -185,6 +197,8 @@ pub fn parse(text: &str, path: &str) -> Result<ClusterConfig, ConfigError> {
 pub struct Overrides {
     pub name: Option<String>,
     pub nodes: Option<u32>,
+    /// `--shared-storage`: turns `storage.shared` on.
+    pub shared_storage: bool,
 }
 
 /// One node as the cluster will run it.
@@ -207,6 +221,7 @@ pub struct ClusterSpec {
     pub pod_subnet: Option<Ipv4Net>,
     pub service_subnet: Option<Ipv4Net>,
     pub mirrors: Vec<String>,
+    pub shared_storage: bool,
 }
 
 pub const DEFAULT_NAME: &str = "rkube";
@@ -282,6 +297,7 @@ pub fn resolve(file: Option<ClusterConfig>, flags: &Overrides) -> Result<Cluster
         pod_subnet: file.networking.pod_subnet,
         service_subnet: file.networking.service_subnet,
         mirrors: file.registry.mirrors,
+        shared_storage: flags.shared_storage || file.storage.shared,
     })
 }
 
@@ -406,13 +422,26 @@ registry:
     }
 
     #[test]
+    fn shared_storage_from_the_file_or_the_flag() {
+        let text = "apiVersion: rkube.dev/v1alpha1\nkind: Cluster\nstorage:\n  shared: true\n";
+        let spec = resolve(Some(parse(text, "c.yaml").unwrap()), &Overrides::default()).unwrap();
+        assert!(spec.shared_storage);
+        assert!(!resolve(None, &Overrides::default()).unwrap().shared_storage);
+        assert!(resolve(None, &Overrides { shared_storage: true, ..Default::default() }).unwrap().shared_storage);
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let file = parse(FULL, "c.yaml").unwrap();
-        let spec = resolve(Some(file.clone()), &Overrides { name: Some("other".into()), nodes: Some(5) }).unwrap();
+        let spec = resolve(
+            Some(file.clone()),
+            &Overrides { name: Some("other".into()), nodes: Some(5), ..Default::default() },
+        )
+        .unwrap();
         assert_eq!(spec.name, "other");
         let names: Vec<_> = spec.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["other-control-plane", "other-worker", "big", "other-worker2", "other-worker3"]);
-        let spec = resolve(Some(file), &Overrides { name: None, nodes: Some(1) }).unwrap();
+        let spec = resolve(Some(file), &Overrides { name: None, nodes: Some(1), ..Default::default() }).unwrap();
         assert_eq!(spec.nodes.len(), 1);
     }
 
@@ -447,7 +476,7 @@ registry:
 
     #[test]
     fn bad_values_are_rejected() {
-        let flags = |name: &str, nodes| Overrides { name: Some(name.into()), nodes: Some(nodes) };
+        let flags = |name: &str, nodes| Overrides { name: Some(name.into()), nodes: Some(nodes), ..Default::default() };
         assert!(matches!(resolve(None, &flags("Bad_Name", 1)), Err(ConfigError::ClusterName(_))));
         assert!(matches!(resolve(None, &flags("ok", 0)), Err(ConfigError::NodeCount(0))));
         assert!(matches!(resolve(None, &flags("ok", 17)), Err(ConfigError::NodeCount(17))));

@@ -93,6 +93,11 @@ pub enum ClusterCommand {
         /// Do not start a component: scheduler, controller-manager, kubelet, proxy, dns.
         #[arg(long, value_parser = ["scheduler", "controller-manager", "kubelet", "proxy", "dns"])]
         disable: Vec<String>,
+        /// Keep the default StorageClass's volumes in one folder shared by every node (no node
+        /// affinity), so a pod moved to another node keeps its data (cluster.yaml:
+        /// `storage: {shared: true}`).
+        #[arg(long)]
+        shared_storage: bool,
     },
     /// Delete a cluster and everything it made on this machine.
     Delete {
@@ -203,12 +208,12 @@ fn components(disable: &[String]) -> Components {
 pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()> {
     let env = env_from(&opts);
     match opts.command {
-        Command::Cluster(ClusterCommand::Create { name, nodes, config, wait, retain, disable }) => {
+        Command::Cluster(ClusterCommand::Create { name, nodes, config, wait, retain, disable, shared_storage }) => {
             let file = match &config {
                 Some(p) => Some(config::load(p)?),
                 None => None,
             };
-            let spec = config::resolve(file, &config::Overrides { name, nodes })?;
+            let spec = config::resolve(file, &config::Overrides { name, nodes, shared_storage })?;
             let opts = cluster::CreateOptions { spec, components: components(&disable), wait, retain };
             cluster::create(&env, opts, &cancel).await?;
         }

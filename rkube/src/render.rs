@@ -409,6 +409,24 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// The default StorageClass `standard`, as kind's: local-path volumes made on the node the
+/// first pod using a claim is scheduled to, deleted with the claim.
+pub fn default_storage_class() -> k8s_openapi::api::storage::v1::StorageClass {
+    k8s_openapi::api::storage::v1::StorageClass {
+        metadata: kube::api::ObjectMeta {
+            name: Some("standard".to_owned()),
+            annotations: Some(
+                [("storageclass.kubernetes.io/is-default-class".to_owned(), "true".to_owned())].into_iter().collect(),
+            ),
+            ..Default::default()
+        },
+        provisioner: "rancher.io/local-path".to_owned(),
+        volume_binding_mode: Some("WaitForFirstConsumer".to_owned()),
+        reclaim_policy: Some("Delete".to_owned()),
+        ..Default::default()
+    }
+}
+
 /// The control-plane processes in start order.
 pub fn control_plane(state: &ClusterState, paths: &Paths) -> Vec<ProcSpec> {
     let bin = |name: &str| s(&state.bin_dir.join(name));
@@ -486,7 +504,14 @@ pub fn control_plane(state: &ClusterState, paths: &Paths) -> Vec<ProcSpec> {
                 "--bind-address".to_owned(),
                 format!("127.0.0.1:{}", state.controller_manager_port),
                 "--leader-elect=false".to_owned(),
-            ],
+                // the default StorageClass's provisioner, its volumes under the state dir
+                "--controllers=*,local-path-provisioner".to_owned(),
+                "--local-path-root".to_owned(),
+                s(&paths.local_path()),
+            ]
+            .into_iter()
+            .chain(state.shared_storage.then(|| "--local-path-shared".to_owned()))
+            .collect(),
         ));
     }
     if state.components.dns {
@@ -724,7 +749,17 @@ mod tests {
         let sched = control_plane(&st, &paths)[3].argv.join(" ");
         assert!(sched.ends_with("--port 40003 --leader-elect=false"), "{sched}");
         let cm = control_plane(&st, &paths)[4].argv.join(" ");
-        assert!(cm.ends_with("--bind-address 127.0.0.1:40004 --leader-elect=false"), "{cm}");
+        assert!(
+            cm.ends_with(
+                "--bind-address 127.0.0.1:40004 --leader-elect=false --controllers=*,local-path-provisioner \
+                 --local-path-root /var/lib/rkube/clusters/dev/local-path"
+            ),
+            "{cm}"
+        );
+        st.shared_storage = true;
+        let cm = control_plane(&st, &paths)[4].argv.join(" ");
+        assert!(cm.ends_with("--local-path-root /var/lib/rkube/clusters/dev/local-path --local-path-shared"), "{cm}");
+        st.shared_storage = false;
         let node = node_processes(&st, &paths, &st.nodes[0]);
         assert_eq!(
             node.iter().map(|p| p.component).collect::<Vec<_>>(),

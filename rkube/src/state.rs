@@ -90,6 +90,9 @@ pub struct ClusterState {
     /// Where the rkube-* binaries were found at create time.
     pub bin_dir: PathBuf,
     pub nodes: Vec<NodeState>,
+    /// Local-path volumes in one folder for all nodes, without node affinity.
+    #[serde(default)]
+    pub shared_storage: bool,
 }
 
 impl ClusterState {
@@ -148,6 +151,10 @@ impl Paths {
     }
     pub fn registry(&self) -> PathBuf {
         self.dir.join("registry")
+    }
+    /// The local-path provisioner's root: volume directories, per node or shared.
+    pub fn local_path(&self) -> PathBuf {
+        self.dir.join("local-path")
     }
     pub fn logs(&self) -> PathBuf {
         self.dir.join("logs")
@@ -261,6 +268,7 @@ pub(crate) mod tests {
             mirrors: crate::config::default_mirrors(),
             bin_dir: PathBuf::from("/opt/rkube/bin"),
             nodes,
+            shared_storage: false,
         }
     }
 
