@@ -358,3 +358,109 @@ impl BatchKubelet {
         }
     }
 }
+
+/// Creates a Ready node `name` with `labels` (and its Lease), as `start_nodes` does.
+pub async fn create_node(client: &kube::Client, name: &str, labels: serde_json::Value, ip: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).expect("node");
+    nodes.create(&PostParams::default(), &node).await.expect("create node");
+    let status = json!({"status": {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
+        "addresses": [{"type": "InternalIP", "address": ip}],
+    }});
+    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("node status");
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()},
+    }))
+    .expect("lease");
+    Api::<Lease>::namespaced(client.clone(), "kube-node-lease")
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("lease");
+}
+
+/// The node a pod is pinned to by required node affinity on `metadata.name` (how the
+/// DaemonSet controller places pods), as the scheduler would honour it.
+fn pinned_node(pod: &Pod) -> Option<String> {
+    let terms = &pod
+        .spec
+        .as_ref()?
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find_map(|r| {
+        (r.key == "metadata.name" && r.operator == "In").then(|| r.values.as_ref()?.first().cloned()).flatten()
+    })
+}
+
+impl Cluster {
+    /// Like `start_nodes`, but the kubelet binds a pod pinned to a node by required node
+    /// affinity on `metadata.name` to that node (and leaves it pending while that node is not
+    /// one of its nodes); every other pod is handled by the [`FakeKubelet`] as usual. Nodes
+    /// are labelled `tier: app`. Add nodes later with [`Cluster::add_node`].
+    pub async fn start_pinning_nodes(&mut self, n: usize) -> Arc<FakeKubelet> {
+        let mut names = Vec::new();
+        for i in 0..n {
+            let name = format!("node-{i}");
+            let labels = json!({"kubernetes.io/hostname": name, "tier": "app"});
+            create_node(&self.client, &name, labels, &format!("198.18.200.{}", i + 1)).await;
+            names.push(name);
+        }
+        let kubelet = Arc::new(FakeKubelet {
+            client: self.client.clone(),
+            nodes: std::sync::Mutex::new(names),
+            next_node: AtomicUsize::new(0),
+            next_ip: AtomicU32::new(10),
+        });
+        let cancel = self.server.cancel.child_token();
+        let (k, c) = (kubelet.clone(), cancel.clone());
+        let handle = tokio::spawn(async move {
+            let api: Api<Pod> = Api::all(k.client.clone());
+            let mut stream = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
+            let mut heartbeat = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                let pod = tokio::select! {
+                    _ = c.cancelled() => return,
+                    _ = heartbeat.tick() => { k.renew_leases().await; continue; }
+                    p = stream.next() => match p { Some(Ok(p)) => p, Some(Err(_)) => continue, None => return },
+                };
+                let unbound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_none_or(str::is_empty);
+                match pinned_node(&pod).filter(|_| unbound && pod.metadata.deletion_timestamp.is_none()) {
+                    Some(node) => {
+                        if !k.nodes.lock().expect("nodes").contains(&node) {
+                            continue;
+                        }
+                        let name = pod.metadata.name.clone().unwrap_or_default();
+                        let api: Api<Pod> =
+                            Api::namespaced(k.client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default());
+                        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                                             "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+                        let _ = api
+                            .create_subresource::<_, serde_json::Value>(
+                                "binding",
+                                &name,
+                                &PostParams::default(),
+                                &binding,
+                            )
+                            .await;
+                    }
+                    None => k.handle(&pod).await,
+                }
+            }
+        });
+        self.kubelet = Some((cancel, handle));
+        kubelet
+    }
+
+    /// Adds a Ready node `name` with `labels` and lets `kubelet` run pods on it.
+    pub async fn add_node(&self, kubelet: &FakeKubelet, name: &str, labels: serde_json::Value, ip: &str) {
+        // The kubelet knows the node before anyone can place a pod on it.
+        kubelet.nodes.lock().expect("nodes").push(name.to_string());
+        create_node(&self.client, name, labels, ip).await;
+    }
+}
