@@ -267,6 +267,14 @@ async fn statefulset_rolling_update_partition_and_kubectl_rollout() {
             assert!(out.contains("partitioned roll out complete: 3 new pods have been updated"), "1.{minor}: {out}");
             let out = k.ok(&["rollout", "history", "statefulset/web"]);
             assert!(out.contains("REVISION") && out.lines().count() >= 4, "1.{minor}: {out}");
+            // The newest revision's template, as kubectl rebuilds it from the revision's data.
+            let newest = out.lines().filter_map(|l| l.split_whitespace().next()?.parse::<i64>().ok()).max();
+            let rev = format!("--revision={}", newest.unwrap_or(0));
+            let out = k.ok(&["rollout", "history", "statefulset/web", &rev]);
+            assert!(
+                out.contains("Image:") && out.contains(if expect == "v1" { "v2" } else { "v1" }),
+                "1.{minor}: {out}"
+            );
             let out = k.ok(&["rollout", "undo", "statefulset/web"]);
             assert!(out.contains("rolled back"), "1.{minor}: {out}");
         })
@@ -297,6 +305,20 @@ async fn statefulset_rolling_update_partition_and_kubectl_rollout() {
     let mut numbers: Vec<i64> = list.iter().map(|r| r.revision).collect();
     numbers.sort();
     assert_eq!(numbers, [4, 5], "two templates, renumbered by each undo: {list:?}");
+
+    // revisionHistoryLimit 0: once v3 is rolled out, only its (live) revision is kept.
+    let patch = json!({"spec": {"revisionHistoryLimit": 0,
+                                "template": {"spec": {"containers": [{"name": "c", "image": "v3"}]}}}});
+    sets.patch("web", &PatchParams::default(), &Patch::Strategic(patch)).await.expect("v3");
+    eventually("history pruned to the live revision", WAIT, || async {
+        let st = sets.get("web").await.expect("sts").status.unwrap_or_default();
+        let list = revs.list(&ListParams::default().labels("app=web")).await.expect("revisions").items;
+        st.updated_replicas == Some(3)
+            && st.current_revision == st.update_revision
+            && list.len() == 1
+            && list[0].metadata.name == st.update_revision
+    })
+    .await;
     cluster.stop().await;
 }
 
