@@ -396,6 +396,19 @@ mod tests {
     }
 
     #[test]
+    fn time_zone_schedules_and_annotates_in_local_time() {
+        let mut c = cj("0 9 * * *", "2026-01-09T12:00:00Z", None);
+        c.spec.as_mut().expect("spec").time_zone = Some("Europe/Paris".into());
+        let tz = crate::controllers::cronjob::schedule::time_zone(Some("Europe/Paris")).expect("tzdata");
+        let parsed = Ok((parse("0 9 * * *").expect("valid"), tz));
+        let p = plan(&c, &[], &HashSet::new(), ts("2026-01-10T08:00:05Z"), parsed);
+        let (job, at) = p.create.expect("09:00 in Paris is 08:00 UTC in winter");
+        assert_eq!(at, ts("2026-01-10T08:00:00Z"));
+        let ann = job.metadata.annotations.expect("annotations");
+        assert_eq!(ann.get(SCHEDULED_TIMESTAMP_ANNOTATION).map(String::as_str), Some("2026-01-10T09:00:00+01:00"));
+    }
+
+    #[test]
     fn starting_deadline_bounds_the_search_and_skips_late_starts() {
         let mut c = cj("0 * * * *", "2026-03-10T08:30:00Z", None);
         c.spec.as_mut().expect("spec").starting_deadline_seconds = Some(60);

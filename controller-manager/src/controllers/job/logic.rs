@@ -697,6 +697,34 @@ mod tests {
     }
 
     #[test]
+    fn container_restarts_count_against_the_backoff_limit_with_restart_on_failure() {
+        let mut j = job(Some(1), 1, false);
+        let spec = j.spec.as_mut().expect("spec");
+        spec.template.spec.as_mut().expect("pod spec").restart_policy = Some("OnFailure".into());
+        let mut running = (*pod("a", "Running", None, None)).clone();
+        running.status.as_mut().expect("status").container_statuses =
+            Some(vec![ContainerStatus { name: "c".into(), restart_count: 1, ..Default::default() }]);
+        let a = assess(&j, &[Arc::new(running.clone())], &HashSet::new(), false);
+        assert_eq!(a.restarts, 1);
+        assert!(failure(&j, &a, ts(0)).is_none(), "1 restart, backoffLimit 2");
+        running.status.as_mut().expect("status").container_statuses.as_mut().expect("statuses")[0].restart_count = 2;
+        let a = assess(&j, &[Arc::new(running)], &HashSet::new(), false);
+        assert_eq!(failure(&j, &a, ts(0)).map(|c| c.0), Some("BackoffLimitExceeded"));
+    }
+
+    #[test]
+    fn pods_deleted_to_suspend_or_finish_are_not_failures() {
+        let j = job(Some(1), 1, false);
+        let mut deleted = (*pod("a", "Running", None, None)).clone();
+        deleted.metadata.deletion_timestamp = Some(Time(ts(0)));
+        let deleted = Arc::new(deleted);
+        let a = assess(&j, std::slice::from_ref(&deleted), &HashSet::new(), true);
+        assert_eq!((a.failed, a.terminating, a.not_counted.len()), (0, 1, 1));
+        let a = assess(&j, &[deleted], &HashSet::new(), false);
+        assert_eq!((a.failed, a.terminating), (1, 1), "deleted by someone else: a failure");
+    }
+
+    #[test]
     fn pod_failure_policy_fails_ignores_or_counts() {
         let rules = vec![
             PodFailurePolicyRule {
