@@ -439,7 +439,7 @@ impl Jc {
             if let Some(c) = condition(&st, "FailureTarget") {
                 let (reason, msg) = (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default());
                 set_condition(&mut st, "Failed", "True", &reason, &msg, now);
-                self.recorder.event(job_ref.clone(), WARNING, leak(&reason), msg);
+                self.recorder.event(job_ref.clone(), WARNING, event_reason(&reason), msg);
             } else if let Some(c) = condition(&st, "SuccessCriteriaMet") {
                 let (reason, msg) = (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default());
                 set_condition(&mut st, "Complete", "True", &reason, &msg, now);
@@ -551,8 +551,9 @@ impl Jc {
     }
 }
 
-/// Event reasons are static strings upstream; ours come from the condition we set.
-fn leak(reason: &str) -> &'static str {
+/// The recorder takes static reasons: the ones a failure condition can carry (upstream emits the
+/// Failed condition's reason as the event reason).
+fn event_reason(reason: &str) -> &'static str {
     match reason {
         "BackoffLimitExceeded" => "BackoffLimitExceeded",
         "DeadlineExceeded" => "DeadlineExceeded",
