@@ -203,19 +203,15 @@ fn lifecycle_create_workloads_stop_start_node_add_delete() {
             });
         }
 
-        // node add: a DaemonSet grows to the new node (when a DaemonSet controller exists)
+        // node add: a DaemonSet grows to the new node
         let ds = format!("{}/manifests/examples/daemonset.yaml", workspace_root().display());
         c.kubectl_ok(&["apply", "-f", &ds]);
-        let desired = || c.kubectl_ok(&["get", "ds", "node-agent", "-o", "jsonpath={.status.desiredNumberScheduled}"]);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut ds_controller = false;
-        while Instant::now() < deadline {
-            if desired().trim() == "3" {
-                ds_controller = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        c.wait_kubectl(
+            "the DaemonSet on 3 nodes",
+            POD_WAIT,
+            &["get", "ds", "node-agent", "-o", "jsonpath={.status.numberReady}"],
+            |s| s == "3",
+        );
         let extra = c.rkube_ok(&["node", "add", "--cluster", &c.name, "--labels", "tier=extra"]);
         assert!(extra.contains("Added node"), "{extra}");
         c.load_record();
@@ -223,16 +219,12 @@ fn lifecycle_create_workloads_stop_start_node_add_delete() {
         assert!(ready_nodes(&c).contains(&added), "{added:?} not Ready");
         let labels = c.kubectl_ok(&["get", "node", &added.0, "-o", "jsonpath={.metadata.labels.tier}"]);
         assert_eq!(labels, "extra");
-        if ds_controller {
-            c.wait_kubectl(
-                "the DaemonSet on 4 nodes",
-                POD_WAIT,
-                &["get", "ds", "node-agent", "-o", "jsonpath={.status.numberReady}"],
-                |s| s == "4",
-            );
-        } else {
-            gated(T, "DaemonSet grows to the added node", "no DaemonSet controller set status.desiredNumberScheduled");
-        }
+        c.wait_kubectl(
+            "the DaemonSet on 4 nodes",
+            POD_WAIT,
+            &["get", "ds", "node-agent", "-o", "jsonpath={.status.numberReady}"],
+            |s| s == "4",
+        );
         // the new node reaches a pod on an old node
         run_pinned(&c, "client2", &added.0, "busybox", "Always", Some("sleep 3600"));
         wait_running(&c, "client2");
