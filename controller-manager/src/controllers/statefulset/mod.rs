@@ -12,6 +12,7 @@
 //! and deletions.
 
 pub mod control;
+pub mod pod_control;
 pub mod utils;
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,16 +23,16 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetSta
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 
-use super::events::{reference, Recorder, NORMAL, WARNING};
 use super::expectations::Expectations;
 use super::history::{self, KubeRevisions};
 use super::informer::{key_of, Informer};
 use super::owner::{self, controller_of, controller_ref, is_ready, labels_match};
 use super::workqueue::Queue;
 use super::Context;
-use control::{DeleteReason, Input, Step};
+use control::Input;
+use pod_control::{KubeObjects, PodControl};
 use utils::*;
 
 pub const NAME: &str = "statefulset";
@@ -56,7 +57,7 @@ struct Ssc {
     claims: Arc<Informer<PersistentVolumeClaim>>,
     queue: Arc<Queue>,
     exp: Expectations,
-    recorder: Recorder,
+    control: PodControl<KubeObjects>,
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
@@ -68,7 +69,11 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         claims: ctx.informers.get::<PersistentVolumeClaim>(),
         queue: Arc::new(Queue::new()),
         exp: Expectations::new(),
-        recorder: ctx.recorder(COMPONENT),
+        control: PodControl {
+            objects: KubeObjects(ctx.client.clone()),
+            claims: ctx.informers.get::<PersistentVolumeClaim>(),
+            recorder: ctx.recorder(COMPONENT),
+        },
     });
     // Handlers hold a weak reference so the informers do not keep a stopped controller alive.
     let weak = Arc::downgrade(&ssc);
@@ -113,13 +118,6 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
-}
-
-fn message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        e => e.to_string(),
-    }
 }
 
 fn is_code(e: &kube::Error, code: u16) -> bool {
@@ -309,7 +307,7 @@ impl Ssc {
             now: Timestamp::now(),
         });
         let step_err = if self.exp.satisfied(key) {
-            self.execute(&set, key, &update_template, &plan.steps).await.err()
+            self.control.execute(&self.exp, &set, key, &update_template, &plan.steps).await.err()
         } else {
             None
         };
@@ -380,261 +378,6 @@ impl Ssc {
             .map(|r| (**r).clone())
             .unwrap_or_else(|| update.clone());
         Ok((current, update, collision_count))
-    }
-
-    fn event_pod(&self, set: &StatefulSet, verb: &str, pod: &str, err: Option<&str>) {
-        let title = format!("{}{}", verb[..1].to_uppercase(), &verb[1..]);
-        match err {
-            None => self.recorder.event(
-                reference(set),
-                NORMAL,
-                &format!("Successful{title}"),
-                format!("{verb} Pod {pod} in StatefulSet {} successful", name(set)),
-            ),
-            Some(e) => self.recorder.event(
-                reference(set),
-                WARNING,
-                &format!("Failed{title}"),
-                format!("{verb} Pod {pod} in StatefulSet {} failed error: {e}", name(set)),
-            ),
-        }
-    }
-
-    fn event_claim(&self, set: &StatefulSet, verb: &str, claim: &str, pod: &str, err: Option<&str>) {
-        let title = format!("{}{}", verb[..1].to_uppercase(), &verb[1..]);
-        match err {
-            None => self.recorder.event(
-                reference(set),
-                NORMAL,
-                &format!("Successful{title}"),
-                format!("{verb} Claim {claim} Pod {pod} in StatefulSet {} success", name(set)),
-            ),
-            Some(e) => self.recorder.event(
-                reference(set),
-                WARNING,
-                &format!("Failed{title}"),
-                format!("{verb} Claim {claim} for Pod {pod} in StatefulSet {} failed error: {e}", name(set)),
-            ),
-        }
-    }
-
-    /// Runs the plan's steps in order, stopping at the first failure. Expectations are raised
-    /// for every creation and deletion first and lowered for those that never happened.
-    async fn execute(
-        &self,
-        set: &StatefulSet,
-        key: &str,
-        update_template: &PodTemplateSpec,
-        steps: &[Step],
-    ) -> Result<(), Error> {
-        let creates = steps.iter().filter(|s| matches!(s, Step::Create(_))).count();
-        let deletes: Vec<String> = steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Delete(p, _) => Some(key_of(p.as_ref())),
-                _ => None,
-            })
-            .collect();
-        if creates > 0 {
-            self.exp.expect_creations(key, creates);
-        }
-        if !deletes.is_empty() {
-            self.exp.expect_deletions(key, deletes);
-        }
-        let update_set = with_template(set, Some(update_template.clone()));
-        let mut failed: Option<Error> = None;
-        for step in steps {
-            if failed.is_some() {
-                // Lower the expectations the remaining steps raised.
-                match step {
-                    Step::Create(_) => self.exp.creation_observed(key),
-                    Step::Delete(p, _) => self.exp.deletion_observed(key, &key_of(p.as_ref())),
-                    _ => {}
-                }
-                continue;
-            }
-            let r = match step {
-                Step::Create(p) => {
-                    let r = self.create_pod(set, p).await;
-                    if r.is_err() {
-                        self.exp.creation_observed(key);
-                    }
-                    r
-                }
-                Step::Delete(p, why) => {
-                    let r = self.delete_pod(set, p, *why).await;
-                    if r.is_err() {
-                        self.exp.deletion_observed(key, &key_of(p.as_ref()));
-                    }
-                    r
-                }
-                Step::CreateMissingClaims(p) => self.create_claims(set, p).await,
-                Step::Update(p) => self.update_pod(&update_set, p).await,
-                Step::FixClaims(p) => self.fix_claims(&update_set, p).await,
-            };
-            if let Err(e) = r {
-                failed = Some(e);
-            }
-        }
-        failed.map_or(Ok(()), Err)
-    }
-
-    /// upstream createPersistentVolumeClaims: each missing claim is created; one being deleted
-    /// is an error (the pod must not start on a claim about to go).
-    async fn create_claims(&self, set: &StatefulSet, pod: &Pod) -> Result<(), Error> {
-        let Some(ord) = ordinal(pod) else { return Ok(()) };
-        let ns = set.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
-        let mut errs = Vec::new();
-        for (_, claim) in claims_for(set, ord) {
-            let cname = claim.metadata.name.clone().unwrap_or_default();
-            match self.claims.get(&ns, &cname) {
-                Some(existing) => {
-                    if existing.metadata.deletion_timestamp.is_some() {
-                        errs.push(format!("pvc {cname} is being deleted"));
-                    }
-                }
-                None => match api.create(&PostParams::default(), &claim).await {
-                    Ok(_) => self.event_claim(set, "create", &cname, &pod_name_of(pod), None),
-                    Err(e) if is_code(&e, 409) => {}
-                    Err(e) => {
-                        self.event_claim(set, "create", &cname, &pod_name_of(pod), Some(&message(&e)));
-                        errs.push(format!("failed to create PVC {cname}: {}", message(&e)));
-                    }
-                },
-            }
-        }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Step(errs.join(", ")))
-        }
-    }
-
-    /// upstream CreateStatefulPod: claims first, then the pod, then the claims' retention refs.
-    async fn create_pod(&self, set: &StatefulSet, pod: &Pod) -> Result<(), Error> {
-        let pname = pod_name_of(pod);
-        if let Err(e) = self.create_claims(set, pod).await {
-            self.event_pod(set, "create", &pname, Some(&e.to_string()));
-            return Err(e);
-        }
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), set.metadata.namespace.as_deref().unwrap_or_default());
-        match api.create(&PostParams::default(), pod).await {
-            Ok(created) => {
-                self.event_pod(set, "create", &pname, None);
-                if let Err(e) = self.fix_claims(set, &created).await {
-                    self.event_pod(set, "update", &pname, Some(&e.to_string()));
-                    return Err(e);
-                }
-                Ok(())
-            }
-            // upstream sinks AlreadyExists (a slow cache) without an event; the sync retries.
-            Err(e) if is_code(&e, 409) => Err(e.into()),
-            // upstream: a terminating namespace is not this controller's failure.
-            Err(kube::Error::Api(e)) if e.message.contains("because it is being terminated") => Ok(()),
-            Err(e) => {
-                self.event_pod(set, "create", &pname, Some(&message(&e)));
-                Err(e.into())
-            }
-        }
-    }
-
-    async fn delete_pod(&self, set: &StatefulSet, pod: &Pod, why: DeleteReason) -> Result<(), Error> {
-        let pname = pod_name_of(pod);
-        let ns = set.metadata.namespace.clone().unwrap_or_default();
-        match why {
-            DeleteReason::Failed => self.recorder.event(
-                reference(set),
-                WARNING,
-                "RecreatingFailedPod",
-                format!("StatefulSet {ns}/{} is recreating failed Pod {pname}", name(set)),
-            ),
-            DeleteReason::Succeeded => self.recorder.event(
-                reference(set),
-                NORMAL,
-                "RecreatingTerminatedPod",
-                format!("StatefulSet {ns}/{} is recreating terminated Pod {pname}", name(set)),
-            ),
-            DeleteReason::ScaleDown | DeleteReason::Update => {
-                tracing::info!(controller = NAME, namespace = %ns, name = %name(set), pod = %pname, reason = ?why, "deleting pod");
-            }
-        }
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
-            ..Default::default()
-        };
-        match api.delete(&pname, &dp).await {
-            Ok(_) => {
-                self.event_pod(set, "delete", &pname, None);
-                Ok(())
-            }
-            Err(e) if is_code(&e, 404) => Ok(()),
-            Err(e) => {
-                self.event_pod(set, "delete", &pname, Some(&message(&e)));
-                Err(e.into())
-            }
-        }
-    }
-
-    /// upstream UpdateStatefulPod: restore identity and storage, create missing claims, set the
-    /// claims' retention refs.
-    async fn update_pod(&self, set: &StatefulSet, pod: &Pod) -> Result<(), Error> {
-        let pname = pod_name_of(pod);
-        let Some(ord) = ordinal(pod) else { return Ok(()) };
-        let mut p = pod.clone();
-        let mut dirty = false;
-        if !identity_matches(set, &p) {
-            update_identity(set, &mut p, ord);
-            dirty = true;
-        }
-        if !storage_matches(set, &p) {
-            update_storage(set, &mut p, ord);
-            dirty = true;
-            if let Err(e) = self.create_claims(set, &p).await {
-                self.event_pod(set, "update", &pname, Some(&e.to_string()));
-                return Err(e);
-            }
-        }
-        if let Err(e) = self.fix_claims(set, &p).await {
-            self.event_pod(set, "update", &pname, Some(&e.to_string()));
-            return Err(e);
-        }
-        if !dirty {
-            return Ok(());
-        }
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), set.metadata.namespace.as_deref().unwrap_or_default());
-        match api.replace(&pname, &PostParams::default(), &p).await {
-            Ok(_) => {
-                self.event_pod(set, "update", &pname, None);
-                Ok(())
-            }
-            Err(e) => {
-                self.event_pod(set, "update", &pname, Some(&message(&e)));
-                Err(e.into())
-            }
-        }
-    }
-
-    /// upstream UpdatePodClaimForRetentionPolicy.
-    async fn fix_claims(&self, set: &StatefulSet, pod: &Pod) -> Result<(), Error> {
-        let Some(ord) = ordinal(pod) else { return Ok(()) };
-        let ns = set.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
-        for (_, c) in claims_for(set, ord) {
-            let cname = c.metadata.name.clone().unwrap_or_default();
-            let Some(existing) = self.claims.get(&ns, &cname) else { continue };
-            if claim_owner_up_to_date(&existing, set, pod) {
-                continue;
-            }
-            let mut updated = (*existing).clone();
-            let refs = claim_refs_for_policy(&existing, set, pod);
-            updated.metadata.owner_references = (!refs.is_empty()).then_some(refs);
-            api.replace(&cname, &PostParams::default(), &updated).await.map_err(|e| {
-                Error::Step(format!("could not update claim {cname} for delete policy ownerRefs: {}", message(&e)))
-            })?;
-        }
-        Ok(())
     }
 
     /// upstream updateStatefulSetStatus: written only when something changed.
