@@ -1,12 +1,13 @@
 //! The disruption controller against a real apiserver with simulated nodes: a budget over a
 //! Deployment's pods counts expected and healthy pods, allows the surplus, refuses an
 //! eviction (429) while a pod is unready and allows it once the pod recovers, and follows the
-//! Deployment's scale for a percentage maxUnavailable.
+//! Deployment's scale for a percentage maxUnavailable; `kubectl drain` (1.27, 1.30, 1.33)
+//! evicts through it.
 
 mod common;
 
 use common::{active_pods, deployment, Cluster, WAIT};
-use component_base::testing::eventually;
+use component_base::testing::{eventually, Kubectl};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
@@ -109,5 +110,22 @@ async fn budget_status_gates_evictions_and_follows_the_scale() {
         counts(&budget(&pdbs).await.1) == (5, 5, 3, 2)
     })
     .await;
+
+    // kubectl drain evicts through the budget (each version), then uncordon.
+    let dir = cluster.server.cert_dir.path().to_path_buf();
+    for minor in [27, 30, 33] {
+        eventually("5 healthy before draining", WAIT, || async { counts(&budget(&pdbs).await.1) == (5, 5, 3, 2) })
+            .await;
+        let d = dir.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let k = Kubectl::new(minor, &d);
+            let out = k.ok(&["drain", "node-0", "--ignore-daemonsets", "--timeout=60s"]);
+            k.ok(&["uncordon", "node-0"]);
+            out
+        })
+        .await
+        .expect("kubectl");
+        assert!(out.contains("node/node-0 drained"), "kubectl 1.{minor}: {out}");
+    }
     cluster.stop().await;
 }
