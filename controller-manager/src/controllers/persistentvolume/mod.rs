@@ -63,6 +63,9 @@ struct Binder {
     nodes: Arc<Informer<Node>>,
     queue: Arc<Queue>,
     recorder: Recorder,
+    /// The last event per claim (reason, claim resourceVersion): a claim synced again for
+    /// an unrelated volume change does not repeat it (upstream's recorder aggregates them).
+    last_event: std::sync::Mutex<std::collections::HashMap<String, (&'static str, String)>>,
 }
 
 fn claim_key(c: &PersistentVolumeClaim) -> String {
@@ -86,6 +89,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         nodes: ctx.informers.get::<Node>(),
         queue: Arc::new(Queue::new()),
         recorder: ctx.recorder(COMPONENT),
+        last_event: Default::default(),
     });
     let weak = Arc::downgrade(&b);
     b.pvcs.add_handler(Arc::new(move |old: Option<&Arc<PersistentVolumeClaim>>, new| {
@@ -95,6 +99,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         }
         // A deleted claim releases its volume.
         if let (Some(c), None) = (old, new) {
+            b.last_event.lock().unwrap_or_else(|p| p.into_inner()).remove(&claim_key(c));
             if let Some(v) = c.spec.as_ref().and_then(|s| s.volume_name.as_deref()).filter(|n| !n.is_empty()) {
                 b.queue.add(volume_key(v));
             }
@@ -165,7 +170,15 @@ impl Binder {
     }
 
     fn event(&self, c: &PersistentVolumeClaim, ev: &Ev) {
-        self.recorder.event(reference(c), ev.type_, ev.reason, ev.message.clone());
+        let rv = c.metadata.resource_version.clone().unwrap_or_default();
+        let seen = (ev.reason, rv);
+        let repeat = {
+            let mut last = self.last_event.lock().unwrap_or_else(|p| p.into_inner());
+            last.insert(claim_key(c), seen.clone()).is_some_and(|prev| prev == seen)
+        };
+        if !repeat {
+            self.recorder.event(reference(c), ev.type_, ev.reason, ev.message.clone());
+        }
     }
 
     async fn sync_claim(&self, c: &Arc<PersistentVolumeClaim>) -> Result<Option<Duration>, Error> {
