@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::join_all;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
@@ -93,6 +95,24 @@ fn pod_name_of(p: &Pod) -> String {
     p.metadata.name.clone().unwrap_or_default()
 }
 
+fn step_pod_name(s: &Step) -> String {
+    match s {
+        Step::Create(p) => pod_name_of(p),
+        Step::Delete(p, _) | Step::CreateMissingClaims(p) | Step::Update(p) | Step::FixClaims(p) => pod_name_of(p),
+    }
+}
+
+/// The creations and deletions `steps` raised expectations for, which will not happen.
+fn lower_expectations(exp: &Expectations, key: &str, steps: &[&Step]) {
+    for s in steps {
+        match s {
+            Step::Create(_) => exp.creation_observed(key),
+            Step::Delete(p, _) => exp.deletion_observed(key, &key_of(p.as_ref())),
+            _ => {}
+        }
+    }
+}
+
 pub struct PodControl<M> {
     pub objects: M,
     /// Claims are read from the informer, as upstream's claim lister.
@@ -162,41 +182,61 @@ impl<M: ObjectManager> PodControl<M> {
             exp.expect_deletions(key, deletes);
         }
         let update_set = with_template(set, Some(update_template.clone()));
-        let mut failed: Option<Error> = None;
+        if !allows_burst(set) {
+            let all: Vec<&Step> = steps.iter().collect();
+            return self.run_in_order(exp, set, &update_set, key, &all).await;
+        }
+        // Parallel: each pod's steps in order, pods side by side in upstream's slow-start
+        // batches (1, 2, 4, ...), stopping after the first batch with a failure.
+        let mut groups: Vec<(String, Vec<&Step>)> = Vec::new();
         for step in steps {
-            if failed.is_some() {
-                // Lower the expectations the remaining steps raised.
-                match step {
-                    Step::Create(_) => exp.creation_observed(key),
-                    Step::Delete(p, _) => exp.deletion_observed(key, &key_of(p.as_ref())),
-                    _ => {}
-                }
-                continue;
-            }
-            let r = match step {
-                Step::Create(p) => {
-                    let r = self.create_pod(set, p).await;
-                    if r.is_err() {
-                        exp.creation_observed(key);
-                    }
-                    r
-                }
-                Step::Delete(p, why) => {
-                    let r = self.delete_pod(set, p, *why).await;
-                    if r.is_err() {
-                        exp.deletion_observed(key, &key_of(p.as_ref()));
-                    }
-                    r
-                }
-                Step::CreateMissingClaims(p) => self.create_claims(set, p).await,
-                Step::Update(p) => self.update_pod(&update_set, p).await,
-                Step::FixClaims(p) => self.fix_claims(&update_set, p).await,
-            };
-            if let Err(e) = r {
-                failed = Some(e);
+            let pod = step_pod_name(step);
+            match groups.iter_mut().find(|(n, _)| *n == pod) {
+                Some((_, g)) => g.push(step),
+                None => groups.push((pod, vec![step])),
             }
         }
-        failed.map_or(Ok(()), Err)
+        let mut batch = 1;
+        let mut rest = groups.as_slice();
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(batch.min(rest.len()));
+            let results = join_all(now.iter().map(|(_, g)| self.run_in_order(exp, set, &update_set, key, g))).await;
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                for (_, g) in later {
+                    lower_expectations(exp, key, g);
+                }
+                return Err(e);
+            }
+            rest = later;
+            batch *= 2;
+        }
+        Ok(())
+    }
+
+    /// Runs `steps` one after the other, stopping at the first failure (whose expectation, and
+    /// those of the steps not run, are lowered).
+    async fn run_in_order(
+        &self,
+        exp: &Expectations,
+        set: &StatefulSet,
+        update_set: &StatefulSet,
+        key: &str,
+        steps: &[&Step],
+    ) -> Result<(), Error> {
+        for (i, step) in steps.iter().enumerate() {
+            let r = match step {
+                Step::Create(p) => self.create_pod(set, p).await,
+                Step::Delete(p, why) => self.delete_pod(set, p, *why).await,
+                Step::CreateMissingClaims(p) => self.create_claims(set, p).await,
+                Step::Update(p) => self.update_pod(update_set, p).await,
+                Step::FixClaims(p) => self.fix_claims(update_set, p).await,
+            };
+            if let Err(e) = r {
+                lower_expectations(exp, key, &steps[i..]);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// upstream createPersistentVolumeClaims: each missing claim is created; one being deleted
@@ -542,6 +582,25 @@ mod tests {
         let (c, mut rx) = control(Fake { fail: Some(("web-0", 409)), ..Default::default() }, &claims);
         assert!(c.execute(&exp, &s, "ns/web", &template(&s), &steps[..1]).await.is_err());
         assert!(events(&mut rx).is_empty());
+    }
+
+    #[tokio::test]
+    async fn parallel_runs_pods_side_by_side_in_slow_start_batches() {
+        let mut s = set(retain());
+        s.spec.as_mut().expect("spec").pod_management_policy = Some("Parallel".into());
+        let claims: Vec<_> = (0..4).map(|i| claim(&format!("data-web-{i}"))).collect();
+        let (c, _) = control(Fake { fail: Some(("web-1", 500)), ..Default::default() }, &claims);
+        let exp = Expectations::new();
+        let steps: Vec<_> = (0..4).map(|i| Step::Create(Box::new(new_pod(&s, &template(&s), i)))).collect();
+        assert!(c.execute(&exp, &s, "ns/web", &template(&s), &steps).await.is_err());
+        let mut made = calls(&c);
+        made.sort();
+        assert_eq!(made, ["create pod web-0", "create pod web-1", "create pod web-2"], "batches of 1, then 2; stop");
+        // web-0 and web-2 were created: two creations are expected, the failed and unrun are not.
+        exp.creation_observed("ns/web");
+        assert!(!exp.satisfied("ns/web"));
+        exp.creation_observed("ns/web");
+        assert!(exp.satisfied("ns/web"));
     }
 
     #[tokio::test]
