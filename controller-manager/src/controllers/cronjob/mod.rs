@@ -285,8 +285,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn every_minute_fires_exactly_once_per_minute_over_an_hour() {
+    /// Runs the controller for `for_secs` of paused time on one CronJob every minute with
+    /// `policy`, its Jobs never finishing; returns the fake apiserver.
+    async fn drive(policy: &str, for_secs: u64) -> (Arc<Fake>, Timestamp) {
         let base: Timestamp = "2026-03-10T10:00:20Z".parse().expect("ts");
         let fake = Arc::new(Fake {
             base,
@@ -315,6 +316,7 @@ mod tests {
             },
             spec: Some(CronJobSpec {
                 schedule: "* * * * *".into(),
+                concurrency_policy: Some(policy.into()),
                 job_template: JobTemplateSpec::default(),
                 ..Default::default()
             }),
@@ -322,14 +324,24 @@ mod tests {
         });
         c.queue.add("default/tick");
         // The worker loop of `run_workers`, against the fake: sync, requeue as it asks.
-        let hour = tokio::time::Instant::now() + Duration::from_secs(3600);
-        while let Ok(Some(key)) = tokio::time::timeout_at(hour, c.queue.get()).await {
+        let until = tokio::time::Instant::now() + Duration::from_secs(for_secs);
+        while let Ok(Some(key)) = tokio::time::timeout_at(until, c.queue.get()).await {
             let next = c.sync(&key).await.expect("sync");
             c.queue.done(&key);
             if let Some(d) = next {
                 c.queue.add_after(key, d);
             }
         }
+        (fake, base)
+    }
+
+    fn jobs_left(fake: &Fake) -> usize {
+        fake.jobs.list().len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_minute_fires_exactly_once_per_minute_over_an_hour() {
+        let (fake, base) = drive("Allow", 3600).await;
         let created = fake.created.lock().expect("lock").clone();
         assert_eq!(created.len(), 60, "one job per minute: {created:?}");
         for (i, (name, at)) in created.iter().enumerate() {
@@ -341,5 +353,26 @@ mod tests {
         let st = fake.cronjobs.get("default", "tick").and_then(|c| c.status.clone()).expect("status");
         assert_eq!(st.last_schedule_time.map(|t| t.0.as_second()), Some((base.as_second() / 60 + 60) * 60));
         assert_eq!(st.active.map(|a| a.len()), Some(60), "none finished, all active (Allow)");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forbid_starts_nothing_while_a_run_is_active() {
+        let (fake, base) = drive("Forbid", 600).await;
+        let created = fake.created.lock().expect("lock").clone();
+        assert_eq!(created.len(), 1, "{created:?}");
+        assert_eq!(created[0].0, format!("tick-{}", base.as_second() / 60 + 1));
+        let st = fake.cronjobs.get("default", "tick").and_then(|c| c.status.clone()).expect("status");
+        assert_eq!(st.active.map(|a| a.len()), Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replace_keeps_only_the_newest_run() {
+        let (fake, base) = drive("Replace", 600).await;
+        assert_eq!(fake.created.lock().expect("lock").len(), 10, "one per minute");
+        assert_eq!(jobs_left(&fake), 1, "each new run replaced the previous one");
+        let st = fake.cronjobs.get("default", "tick").and_then(|c| c.status.clone()).expect("status");
+        let active = st.active.expect("active");
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].name, Some(format!("tick-{}", base.as_second() / 60 + 10)));
     }
 }
