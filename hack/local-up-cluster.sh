@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 ./hack/install-deps.sh
 echo "local-up: building rkube (release)"
 cargo build --release --quiet --bins -p rkube -p rkube-apiserver -p rkube-scheduler \
-  -p rkube-controller-manager -p rkube-kubelet -p rkube-proxy
+  -p rkube-controller-manager -p rkube-kubelet -p rkube-proxy -p rkube-dns
 ./hack/images/build-images.sh
 rkube="$PWD/target/release/rkube"
 

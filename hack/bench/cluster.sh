@@ -14,7 +14,7 @@ runs=${RUNS:-3}
 idle=${IDLE_SECONDS:-10}
 if [ -z "${BIN_DIR:-}" ]; then
   cargo build --release --quiet --bins -p rkube -p rkube-apiserver -p rkube-scheduler \
-    -p rkube-controller-manager -p rkube-kubelet -p rkube-proxy
+    -p rkube-controller-manager -p rkube-kubelet -p rkube-proxy -p rkube-dns
   BIN_DIR=$PWD/target/release
 fi
 ./hack/images/build-images.sh >/dev/null
