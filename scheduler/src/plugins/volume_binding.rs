@@ -635,6 +635,35 @@ mod prebind_tests {
         assert_eq!(names(&v), (vec![("tiny-n2".into(), "a".into())], vec!["b".into()]));
     }
 
+    #[test]
+    fn volumes_prebound_elsewhere_or_of_another_mode_are_not_taken_and_a_prebound_one_wins() {
+        let mut f = Fake::default();
+        f.scs.insert("local".into(), wffc());
+        f.pvcs.insert("a".into(), claim("a", None));
+        let mut other = (*pv("for-other", "1Gi", "n1")).clone();
+        other.spec.as_mut().expect("spec").claim_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
+            namespace: Some("default".into()),
+            name: Some("other".into()),
+            ..Default::default()
+        });
+        let mut block = (*pv("block", "1Gi", "n1")).clone();
+        block.spec.as_mut().expect("spec").volume_mode = Some("Block".into());
+        f.pvs = vec![Arc::new(other), Arc::new(block)];
+        let v = assume(&f, &pod_with_claims(&["a"]), &n("n1"));
+        assert_eq!(names(&v), (vec![], vec!["a".into()]));
+
+        let mut mine = (*pv("mine", "9Gi", "n1")).clone();
+        mine.spec.as_mut().expect("spec").claim_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
+            namespace: Some("default".into()),
+            name: Some("a".into()),
+            ..Default::default()
+        });
+        f.pvs = vec![pv("small", "1Gi", "n1"), Arc::new(mine)];
+        let v = assume(&f, &pod_with_claims(&["a"]), &n("n1"));
+        assert_eq!(names(&v), (vec![], vec![]));
+        assert_eq!(v.prebound.len(), 1, "the volume pre-bound to the claim, no write needed");
+    }
+
     #[tokio::test]
     async fn pre_bind_writes_claim_refs_and_selected_nodes_then_returns_once_bound() {
         let mut f = Fake::default();
