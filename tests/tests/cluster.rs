@@ -493,6 +493,8 @@ fn examples_apply() {
             c.wait_kubectl("config-demo output", POD_WAIT, &["logs", "config-demo"], |l| l.contains("color=blue"));
         assert!(logs.contains("hello s3cr3t") && logs.contains("size=3"), "{logs}");
         c.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=90s"]);
+        // the StatefulSet's claims get volumes from the default StorageClass
+        c.kubectl_ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
         // the Job controller runs the Job to completion
         c.wait_kubectl(
             "the Job sum Complete",
