@@ -218,6 +218,25 @@ async fn statefulset_rolling_update_partition_and_kubectl_rollout() {
             .collect::<Vec<_>>()
     };
 
+    // kubectl describe lists the pods' phases and the controller's events.
+    let d = cluster.server.cert_dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let k = Kubectl::new(33, &d);
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let out = k.ok(&["describe", "statefulset", "web"]);
+            if out.contains("3 Running / 0 Waiting / 0 Succeeded / 0 Failed")
+                && out.contains("create Pod web-2 in StatefulSet web successful")
+            {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "describe never showed the pods and events: {out}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    })
+    .await
+    .expect("kubectl");
+
     // partition 2: only web-2 moves to v2.
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "v2"}]}}}});
     sets.patch("web", &PatchParams::default(), &Patch::Strategic(patch)).await.expect("set image");
