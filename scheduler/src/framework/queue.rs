@@ -3,6 +3,9 @@
 //!
 //! - activeQ: pods ready to be tried, highest `spec.priority` first, then oldest.
 //! - backoffQ: pods that failed recently, each waiting 1 s doubling per attempt up to 10 s.
+//!   As upstream 1.33 (SchedulerPopFromBackoffQ, beta and on by default), an idle scheduler
+//!   takes pods that were unschedulable from the backoffQ before their backoff ends; pods
+//!   backing off after an error (a failed binding) still wait it out.
 //! - unschedulable: pods no node fits; they move back when a cluster event that could help
 //!   them happens (an event names the plugins it can help; a pod rejected by other plugins
 //!   stays), and after 5 minutes at the latest.
@@ -81,6 +84,8 @@ pub struct Queue {
     pods: HashMap<String, Entry>,
     active: BinaryHeap<ActiveKey>,
     backoff: BinaryHeap<Reverse<(Instant, u64, String)>>,
+    /// Pods backing off after an error: never popped early.
+    error_backoff: BinaryHeap<Reverse<(Instant, u64, String)>>,
     unschedulable: BinaryHeap<Reverse<(Instant, u64, String)>>,
     /// The pods in the unschedulable set, so cluster events cost its size, not the queue's.
     unschedulable_uids: std::collections::HashSet<String>,
@@ -130,6 +135,10 @@ impl Queue {
     }
 
     fn push_backoff(&mut self, uid: &str, now: Instant) {
+        self.push_backoff_kind(uid, now, false);
+    }
+
+    fn push_backoff_kind(&mut self, uid: &str, now: Instant, error: bool) {
         self.unschedulable_uids.remove(uid);
         let seq = self.next_seq();
         let Some(e) = self.pods.get_mut(uid) else { return };
@@ -137,7 +146,8 @@ impl Queue {
         e.seq = seq;
         e.timestamp = now;
         let expiry = Self::backoff_expiry(e);
-        self.backoff.push(Reverse((expiry, seq, uid.to_string())));
+        let heap = if error { &mut self.error_backoff } else { &mut self.backoff };
+        heap.push(Reverse((expiry, seq, uid.to_string())));
     }
 
     fn push_unschedulable(&mut self, uid: &str, now: Instant) {
@@ -204,18 +214,28 @@ impl Queue {
         }
     }
 
-    /// Moves pods whose backoff or unschedulable time is over.
-    fn flush(&mut self, now: Instant) {
-        while let Some(Reverse((t, seq, uid))) = self.backoff.peek().cloned() {
+    /// Moves the first pod of `heap` (a backoff heap) to the activeQ if `early` or its backoff
+    /// is over; returns whether one moved. Stale entries are dropped on the way.
+    fn flush_one(&mut self, error: bool, now: Instant, early: bool) -> bool {
+        loop {
+            let heap = if error { &mut self.error_backoff } else { &mut self.backoff };
+            let Some(Reverse((t, seq, uid))) = heap.peek().cloned() else { return false };
             let live = self.pods.get(&uid).is_some_and(|e| e.seq == seq && e.location == Location::Backoff);
-            if live && t > now {
-                break;
+            if live && t > now && !early {
+                return false;
             }
-            self.backoff.pop();
+            heap.pop();
             if live {
                 self.push_active(&uid, now);
+                return true;
             }
         }
+    }
+
+    /// Moves pods whose backoff or unschedulable time is over.
+    fn flush(&mut self, now: Instant) {
+        while self.flush_one(false, now, false) {}
+        while self.flush_one(true, now, false) {}
         while let Some(Reverse((t, seq, uid))) = self.unschedulable.peek().cloned() {
             let live = self.pods.get(&uid).is_some_and(|e| e.seq == seq && e.location == Location::Unschedulable);
             if live && t > now {
@@ -240,6 +260,20 @@ impl Queue {
     /// The next pod to schedule, if one is ready.
     pub fn pop(&mut self, now: Instant) -> Option<Popped> {
         self.flush(now);
+        if let Some(p) = self.pop_active(now) {
+            return Some(p);
+        }
+        // upstream SchedulerPopFromBackoffQ: nothing else to do, so the pod whose backoff
+        // ends first goes now (the claim or node it waited for may be there already).
+        while self.flush_one(false, now, true) {
+            if let Some(p) = self.pop_active(now) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    fn pop_active(&mut self, now: Instant) -> Option<Popped> {
         while let Some(k) = self.active.pop() {
             let Some(e) = self.pods.get_mut(&k.uid) else { continue };
             if e.seq != k.seq || e.location != Location::Active {
@@ -262,12 +296,10 @@ impl Queue {
     /// When `pop` may next have something without an event: the earliest backoff or
     /// unschedulable expiry.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let b = self.backoff.peek().map(|Reverse((t, _, _))| *t);
-        let u = self.unschedulable.peek().map(|Reverse((t, _, _))| *t);
-        match (b, u) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [&self.backoff, &self.error_backoff, &self.unschedulable]
+            .into_iter()
+            .filter_map(|h| h.peek().map(|Reverse((t, _, _))| *t))
+            .min()
     }
 
     /// The in-flight pod was bound (or its binding is under way): it is done here.
@@ -301,7 +333,7 @@ impl Queue {
             self.pods.remove(uid);
             return;
         }
-        self.push_backoff(uid, now);
+        self.push_backoff_kind(uid, now, true);
     }
 
     /// A pod whose binding failed after it left the queue comes back for another try.
@@ -320,7 +352,7 @@ impl Queue {
                 gone: false,
             },
         );
-        self.push_backoff(&uid, now);
+        self.push_backoff_kind(&uid, now, true);
     }
 
     /// A cluster event happened that could make pods rejected by `plugins` fit (None: any
@@ -439,6 +471,27 @@ mod tests {
         q.move_for_event(None, t0);
         q.requeue_unschedulable(&p.info.uid, p.cycle, vec!["NodeResourcesFit"], t0);
         assert_eq!(q.location(&p.info.uid), Some(Location::Backoff));
+    }
+
+    #[test]
+    fn an_idle_queue_pops_a_pod_from_backoff_early_but_not_one_that_hit_an_error() {
+        let mut q = Queue::new();
+        let t0 = Instant::now();
+        q.add_or_update(info("p", 0, 0), t0);
+        let p = q.pop(t0).expect("ready");
+        q.requeue_unschedulable(&p.info.uid, p.cycle, vec!["VolumeBinding"], t0);
+        // The claim it waited for appears 10 ms later: the pod is in backoff until t0 + 1 s...
+        let t1 = t0 + Duration::from_millis(10);
+        q.move_for_event(Some(&["VolumeBinding"]), t1);
+        assert_eq!(q.location(&p.info.uid), Some(Location::Backoff));
+        // ...but a pod that is ready now goes first, and then, with nothing else to do, it.
+        q.add_or_update(info("other", 0, 1), t1);
+        assert_eq!(q.pop(t1).expect("active first").info.name, "other");
+        let again = q.pop(t1).expect("popped from backoff early");
+        assert_eq!((again.info.name.as_str(), again.attempts), ("p", 2));
+        // An error backoff (a failed binding) is a rate limit and is waited out.
+        q.requeue_backoff(&again.info.uid, t1);
+        assert!(q.pop(t1 + Duration::from_millis(100)).is_none());
     }
 
     #[test]
