@@ -2,7 +2,8 @@
 //! matching node, pinned by node affinity on `metadata.name` (no nodeName); a node added later
 //! gets a pod, a node that stops matching or leaves loses it; a failed daemon pod is replaced;
 //! a rolling update never has more than maxUnavailable nodes without a ready pod and
-//! `kubectl rollout status ds` (1.27, 1.30, 1.33) follows it; OnDelete waits for deletions.
+//! `kubectl rollout status ds` (1.27, 1.30, 1.33) follows it; maxSurge starts the new pod next to
+//! the old one; OnDelete waits for deletions.
 
 mod common;
 
@@ -152,8 +153,46 @@ async fn daemonset_runs_one_pod_per_matching_node_as_nodes_come_and_go() {
     cluster.stop().await;
 }
 
-/// Per node, the pods' (name, ready, terminating), from a watch.
-type NodeView = HashMap<String, HashMap<String, (bool, bool)>>;
+/// What a watch of the DaemonSet's pods saw: per node the pods' (ready, terminating), and,
+/// once every node was listed, the most nodes at once without a ready live pod and with two
+/// live pods.
+#[derive(Default)]
+struct Seen {
+    nodes: HashMap<String, HashMap<String, (bool, bool)>>,
+    max_down: usize,
+    max_doubled: usize,
+}
+
+fn watch_nodes(pods: &Api<Pod>, all: &[&'static str]) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Seen>>) {
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let (s, all) = (seen.clone(), all.to_vec());
+    let watch = tokio::spawn(
+        watcher(pods.clone(), watcher::Config::default().labels("app=web"))
+            .default_backoff()
+            .touched_objects()
+            .for_each(move |p| {
+                if let Ok(p) = p {
+                    let mut g = s.lock().expect("lock");
+                    if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        let state = (is_ready(&p), p.metadata.deletion_timestamp.is_some());
+                        g.nodes.entry(node).or_default().insert(name, state);
+                        let live = |n: &str, ready: bool| {
+                            g.nodes.get(n).map_or(0, |ps| ps.values().filter(|(r, t)| (*r || !ready) && !*t).count())
+                        };
+                        let down = all.iter().filter(|n| live(n, true) == 0).count();
+                        let doubled = all.iter().filter(|n| live(n, false) > 1).count();
+                        if g.nodes.len() == all.len() {
+                            g.max_down = g.max_down.max(down);
+                            g.max_doubled = g.max_doubled.max(doubled);
+                        }
+                    }
+                }
+                futures::future::ready(())
+            }),
+    );
+    (watch, seen)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemonset_rolling_update_respects_max_unavailable_and_on_delete_waits() {
@@ -168,36 +207,8 @@ async fn daemonset_rolling_update_respects_max_unavailable_and_on_delete_waits()
     let all = ["node-0", "node-1", "node-2", "node-3"];
     eventually("4 ready pods", WAIT, || one_ready_pod_on(&client, "web", &all)).await;
 
-    // Watch every pod change and record the most nodes ever without a ready, live pod.
-    let view: Arc<Mutex<(NodeView, usize)>> = Arc::default();
-    let v = view.clone();
-    let watch = tokio::spawn(
-        watcher(pods.clone(), watcher::Config::default().labels("app=web"))
-            .default_backoff()
-            .touched_objects()
-            .for_each(move |p| {
-                if let Ok(p) = p {
-                    let mut g = v.lock().expect("lock");
-                    let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-                    if let Some(node) = node {
-                        let name = p.metadata.name.clone().unwrap_or_default();
-                        g.0.entry(node)
-                            .or_default()
-                            .insert(name, (is_ready(&p), p.metadata.deletion_timestamp.is_some()));
-                        let down = all
-                            .iter()
-                            .filter(|n| !g.0.get(**n).is_some_and(|ps| ps.values().any(|(r, t)| *r && !*t)))
-                            .count();
-                        // Counted once the initial list has filled in every node.
-                        if g.0.len() == all.len() {
-                            g.1 = g.1.max(down);
-                        }
-                    }
-                }
-                futures::future::ready(())
-            }),
-    );
-    eventually("the watch saw all 4 nodes", WAIT, || async { view.lock().expect("lock").0.len() == 4 }).await;
+    let (watch, view) = watch_nodes(&pods, &all);
+    eventually("the watch saw all 4 nodes", WAIT, || async { view.lock().expect("lock").nodes.len() == 4 }).await;
 
     let dir = cluster.server.cert_dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -213,7 +224,7 @@ async fn daemonset_rolling_update_respects_max_unavailable_and_on_delete_waits()
     let st = dss.get("web").await.expect("ds").status.unwrap_or_default();
     assert_eq!((st.updated_number_scheduled, st.number_available), (Some(4), Some(4)));
     assert_eq!(st.observed_generation, Some(2));
-    let max_down = view.lock().expect("lock").1;
+    let max_down = view.lock().expect("lock").max_down;
     assert_eq!(max_down, 1, "maxUnavailable 1: at most one node without a ready pod at a time");
     watch.abort();
     let revs: Api<ControllerRevision> = Api::namespaced(client.clone(), "default");
@@ -229,24 +240,45 @@ async fn daemonset_rolling_update_respects_max_unavailable_and_on_delete_waits()
         assert_eq!(ps[0].metadata.labels.clone().unwrap_or_default()["controller-revision-hash"], new_hash);
     }
 
-    // OnDelete: a template change waits until a pod is deleted by hand.
-    let patch = json!({"spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": null},
+    // maxSurge: the new pod starts next to the old one, which goes once the new one is
+    // ready; no node is ever without a ready pod, at most one node runs two.
+    let (watch, view) = watch_nodes(&pods, &all);
+    eventually("the watch saw all 4 nodes", WAIT, || async { view.lock().expect("lock").nodes.len() == 4 }).await;
+    let patch = json!({"spec": {"updateStrategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                                 "template": {"spec": {"containers": [{"name": "c", "image": "v3"}]}}}});
     dss.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
-    eventually("generation 3 observed, nothing updated", WAIT, || async {
+    eventually("surge rollout done", WAIT, || async {
+        let d = dss.get("web").await.expect("ds");
+        let st = d.status.unwrap_or_default();
+        st.observed_generation == d.metadata.generation
+            && st.updated_number_scheduled == Some(4)
+            && st.number_available == Some(4)
+            && one_ready_pod_on(&client, "web", &all).await
+    })
+    .await;
+    watch.abort();
+    let g = view.lock().expect("lock");
+    assert_eq!((g.max_down, g.max_doubled), (0, 1), "maxSurge 1, maxUnavailable 0");
+    drop(g);
+
+    // OnDelete: a template change waits until a pod is deleted by hand.
+    let patch = json!({"spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": null},
+                                "template": {"spec": {"containers": [{"name": "c", "image": "v4"}]}}}});
+    dss.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
+    eventually("generation 4 observed, nothing updated", WAIT, || async {
         let st = dss.get("web").await.expect("ds").status.unwrap_or_default();
-        st.observed_generation == Some(3) && st.updated_number_scheduled == Some(0)
+        st.observed_generation == Some(4) && st.updated_number_scheduled == Some(0)
     })
     .await;
     let victim = pods_by_node(&client, "web").await["node-2"][0].metadata.name.clone().expect("name");
     pods.delete(&victim, &DeleteParams::default()).await.expect("delete");
-    eventually("node-2 runs v3, the others v2", WAIT, || async {
+    eventually("node-2 runs v4, the others v3", WAIT, || async {
         let by_node = pods_by_node(&client, "web").await;
         let image = |n: &str| {
             by_node.get(n).and_then(|ps| ps.first()).and_then(|p| p.spec.as_ref()?.containers[0].image.clone())
         };
-        image("node-2").as_deref() == Some("v3")
-            && ["node-0", "node-1", "node-3"].iter().all(|n| image(n).as_deref() == Some("v2"))
+        image("node-2").as_deref() == Some("v4")
+            && ["node-0", "node-1", "node-3"].iter().all(|n| image(n).as_deref() == Some("v3"))
     })
     .await;
     eventually("one updated", WAIT, || async {
