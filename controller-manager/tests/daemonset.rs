@@ -257,9 +257,11 @@ async fn daemonset_rolling_update_respects_max_unavailable_and_on_delete_waits()
     })
     .await;
     watch.abort();
-    let g = view.lock().expect("lock");
-    assert_eq!((g.max_down, g.max_doubled), (0, 1), "maxSurge 1, maxUnavailable 0");
-    drop(g);
+    let seen = {
+        let g = view.lock().expect("lock");
+        (g.max_down, g.max_doubled)
+    };
+    assert_eq!(seen, (0, 1), "maxSurge 1, maxUnavailable 0");
 
     // OnDelete: a template change waits until a pod is deleted by hand.
     let patch = json!({"spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": null},
