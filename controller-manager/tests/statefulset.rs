@@ -115,6 +115,11 @@ async fn statefulset_creates_in_order_recreates_scales_down_in_reverse() {
         st.ready_replicas == Some(3) && st.current_replicas == Some(3) && st.updated_replicas == Some(3)
     })
     .await;
+    // The recording watch may be a moment behind the status.
+    eventually("the watch saw 3 ready pods", WAIT, || async {
+        seen.lock().expect("lock").iter().filter(|l| l.starts_with("ready")).count() >= 3
+    })
+    .await;
     let log = seen.lock().expect("lock").clone();
     assert_eq!(
         log,
@@ -160,6 +165,16 @@ async fn statefulset_creates_in_order_recreates_scales_down_in_reverse() {
     let vols = back.spec.unwrap_or_default().volumes.unwrap_or_default();
     assert!(vols.iter().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == "data-web-1")));
 
+    // A failed pod is deleted and recreated under its name.
+    let failed_uid = uid(&pods.get("web-2").await.expect("web-2"));
+    let failed = json!({"status": {"phase": "Failed"}});
+    pods.patch_status("web-2", &PatchParams::default(), &Patch::Merge(&failed)).await.expect("fail web-2");
+    eventually("web-2 recreated", WAIT, || async {
+        let p = pods_by_name(&client, "web").await;
+        p.get("web-2").is_some_and(|p| uid(p) != failed_uid && ready(p))
+    })
+    .await;
+
     // Scale down: web-2 goes before web-1; the claims stay.
     seen.lock().expect("lock").clear();
     sets.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}}))).await.expect("scale");
@@ -168,7 +183,10 @@ async fn statefulset_creates_in_order_recreates_scales_down_in_reverse() {
             && sets.get("web").await.expect("sts").status.unwrap_or_default().replicas == 1
     })
     .await;
-    let log = seen.lock().expect("lock").clone();
+    let deletes =
+        || -> Vec<String> { seen.lock().expect("lock").iter().filter(|l| l.starts_with("delete")).cloned().collect() };
+    eventually("the watch saw 2 deletions", WAIT, || async { deletes().len() >= 2 }).await;
+    let log = deletes();
     assert_eq!(log, ["delete web-2", "delete web-1"]);
     for i in 0..3 {
         pvcs.get(&format!("data-web-{i}")).await.expect("claims outlive their pods");
@@ -193,6 +211,7 @@ async fn statefulset_creates_in_order_recreates_scales_down_in_reverse() {
         .collect();
     assert!(msgs.iter().any(|m| m == "delete Pod web-2 in StatefulSet web successful"), "{msgs:?}");
     assert!(msgs.iter().any(|m| m == "create Claim data-web-0 Pod web-0 in StatefulSet web success"), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m == "StatefulSet default/web is recreating failed Pod web-2"), "{msgs:?}");
     watch.abort();
     cluster.stop().await;
 }
