@@ -287,5 +287,22 @@ async fn daemonset_rolling_update_respects_max_unavailable_and_on_delete_waits()
         dss.get("web").await.expect("ds").status.unwrap_or_default().updated_number_scheduled == Some(1)
     })
     .await;
+
+    // History from the ControllerRevisions; undo puts the previous template back.
+    let dir = cluster.server.cert_dir.path().to_path_buf();
+    let history = tokio::task::spawn_blocking(move || {
+        let k = Kubectl::new(33, &dir);
+        let out = k.ok(&["rollout", "history", "daemonset/web"]);
+        k.ok(&["rollout", "undo", "daemonset/web"]);
+        out
+    })
+    .await
+    .expect("kubectl");
+    for rev in ["1", "2", "3", "4"] {
+        assert!(history.lines().any(|l| l.split_whitespace().next() == Some(rev)), "revision {rev}:\n{history}");
+    }
+    let ds = dss.get("web").await.expect("ds");
+    let image = ds.spec.and_then(|s| s.template.spec).map(|s| s.containers[0].image.clone());
+    assert_eq!(image, Some(Some("v3".into())), "undo restores the template of revision 3");
     cluster.stop().await;
 }
