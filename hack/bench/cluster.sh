@@ -33,8 +33,12 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 # RSS (MiB) of every process whose command line names the cluster dir or that sits in one of
-# its node cgroups; $1 = "all" or "rkube" (rkube-* binaries only).
+# its node cgroups; $1 = "all" or "rkube" (rkube-* binaries only), $2 = the field of
+# /proc/<pid>/smaps_rollup to sum: Rss (the default; pages shared by several processes, such as
+# the code of three kubelets started from one binary, count once per process) or Pss (shared
+# pages split between their sharers: the memory the cluster really takes).
 rss() {
+  local field=${2:-Rss}
   local dir=/var/lib/rkube/clusters/$name/ pids=() p
   for p in /proc/[0-9]*; do
     tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "$dir" && pids+=("${p#/proc/}")
@@ -47,7 +51,7 @@ rss() {
     if [ "$1" = rkube ]; then
       tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | head -n1 | grep -q '/rkube-[a-z-]*$' || continue
     fi
-    awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null
+    awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null
   done | awk '{s += $1} END {printf "%.1f", s / 1024}'
 }
 
@@ -71,6 +75,8 @@ for run in $(seq "$runs"); do
   sleep "$idle"
   rss_all=$(rss all)
   rss_rkube=$(rss rkube)
+  pss_all=$(rss all Pss)
+  pss_rkube=$(rss rkube Pss)
   t1=$(now)
   "$rkube" cluster stop --name "$name" >/dev/null
   t_stop=$(now)
@@ -84,11 +90,11 @@ for run in $(seq "$runs"); do
   t2=$(now)
   "$rkube" cluster delete --name "$name" >/dev/null
   t_del=$(now)
-  row="| $run | $(secs "$t0" "$t_ready") s | $(secs "$t0" "$t_pod") s | $(secs "$t1" "$t_stop") s | $(secs "$t_stop" "$t_start") s | $(secs "$t_stop" "$t_back") s | $(secs "$t2" "$t_del") s | $rss_all MiB | $rss_rkube MiB |"
+  row="| $run | $(secs "$t0" "$t_ready") s | $(secs "$t0" "$t_pod") s | $(secs "$t1" "$t_stop") s | $(secs "$t_stop" "$t_start") s | $(secs "$t_stop" "$t_back") s | $(secs "$t2" "$t_del") s | $rss_all MiB | $rss_rkube MiB | $pss_all MiB | $pss_rkube MiB |"
   echo "$row" >&2
   rows+=("$row")
 done
 
-echo "| run | create → 3 nodes Ready | create → first pod Running | stop | start → nodes Ready | start → pod serving again | delete | idle RSS, whole cluster | idle RSS, rkube processes |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| run | create → 3 nodes Ready | create → first pod Running | stop | start → nodes Ready | start → pod serving again | delete | idle RSS, whole cluster | idle RSS, rkube processes | idle PSS, whole cluster | idle PSS, rkube processes |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
