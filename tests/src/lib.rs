@@ -108,6 +108,15 @@ impl TestCluster {
     /// A guard for a cluster that `create` is about to make (so even a failed create is
     /// cleaned up).
     pub fn named(name: &str) -> TestCluster {
+        // A test killed by nextest's timeout never runs Drop: hack/test.sh deletes every
+        // cluster named in this file once the run is over.
+        if let Some(list) = std::env::var_os("RKUBE_E2E_CLUSTERS") {
+            use std::io::Write;
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(list);
+            if let Err(e) = f.and_then(|mut f| writeln!(f, "{name}")) {
+                eprintln!("warning: cannot record cluster {name} in $RKUBE_E2E_CLUSTERS: {e}");
+            }
+        }
         let home = tempfile::tempdir().expect("temp home");
         let kubeconfig = home.path().join(".kube/config");
         TestCluster { name: name.to_owned(), home, kubeconfig, record: serde_json::Value::Null, deleted: false }
