@@ -17,8 +17,8 @@ pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
 pub mod informer;
-pub mod localpath;
 pub mod job;
+pub mod localpath;
 pub mod metrics;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -88,11 +88,7 @@ pub static DESCRIPTORS: &[Descriptor] = &[
     Descriptor { name: localpath::NAME, enabled_by_default: false, start: |c| Box::pin(localpath::run(c)) },
     Descriptor { name: "job", enabled_by_default: true, start: |c| Box::pin(job::run(c)) },
     Descriptor { name: "cronjob", enabled_by_default: true, start: |c| Box::pin(cronjob::run(c)) },
-    Descriptor {
-        name: "ttl-after-finished",
-        enabled_by_default: true,
-        start: |c| Box::pin(ttlafterfinished::run(c)),
-    },
+    Descriptor { name: "ttl-after-finished", enabled_by_default: true, start: |c| Box::pin(ttlafterfinished::run(c)) },
     Descriptor { name: statefulset::NAME, enabled_by_default: true, start: |c| Box::pin(statefulset::run(c)) },
     Descriptor { name: "serviceaccount", enabled_by_default: true, start: |c| Box::pin(serviceaccount::run(c)) },
     Descriptor {

@@ -322,7 +322,7 @@ mod tests {
             Arc::new(p)
         };
         let host = |p: Arc<Pod>| {
-            let slice = desired_slices(&svc(false), &[p.clone()], &zones(), 100);
+            let slice = desired_slices(&svc(false), std::slice::from_ref(&p), &zones(), 100);
             let subsets = desired_subsets(&svc(false), &[p]);
             let from_slice = slice.first().and_then(|g| g.chunks[0][0].hostname.clone());
             let from_subset = subsets.first().and_then(|s| s.addresses.as_ref()?[0].hostname.clone());
