@@ -159,6 +159,98 @@ pub fn is_available(p: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
     }
 }
 
+/// Routes pod events to the workload that controls the pod, or to those that could adopt an
+/// orphan (upstream's addPod/updatePod/deletePod, which the ReplicaSet, StatefulSet and
+/// DaemonSet controllers share), counting what it sees against the owner's expectations.
+pub struct PodRouter<'a, K> {
+    pub owners: &'a super::informer::Informer<K>,
+    /// The owner reference kind that names `K`.
+    pub kind: &'static str,
+    pub selector: fn(&K) -> Option<&LabelSelector>,
+    pub min_ready_seconds: fn(&K) -> i32,
+    pub queue: &'a super::workqueue::Queue,
+    pub exp: &'a super::expectations::Expectations,
+}
+
+impl<K: Resource + Clone + Send + Sync + 'static> PodRouter<'_, K> {
+    /// The owner `r` names in `namespace`, if it is the same object (uid).
+    fn resolve(&self, namespace: &str, r: &OwnerReference) -> Option<Arc<K>> {
+        if r.kind != self.kind {
+            return None;
+        }
+        self.owners.get(namespace, &r.name).filter(|o| o.meta().uid.as_deref() == Some(r.uid.as_str()))
+    }
+
+    /// upstream getPodXs: the owners whose selector matches an orphan.
+    fn matching(&self, p: &Pod) -> Vec<Arc<K>> {
+        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+        self.owners
+            .list_namespace(ns)
+            .into_iter()
+            .filter(|o| selector((self.selector)(o)).is_ok_and(|s| !s.is_empty() && labels_match(&s, &p.metadata)))
+            .collect()
+    }
+
+    fn pod_deleted(&self, p: &Pod) {
+        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+        if let Some(o) = controller_of(&p.metadata).and_then(|r| self.resolve(ns, r)) {
+            let key = super::informer::key_of(o.as_ref());
+            self.exp.deletion_observed(&key, &super::informer::key_of(p));
+            self.queue.add(key);
+        }
+    }
+
+    /// A pod was added (`old` None), changed, or deleted (`new` None).
+    pub fn on_pod(&self, old: Option<&Pod>, new: Option<&Pod>) {
+        use super::informer::key_of;
+        let Some(new) = new else {
+            if let Some(old) = old {
+                self.pod_deleted(old);
+            }
+            return;
+        };
+        let ns = new.metadata.namespace.as_deref().unwrap_or_default();
+        if new.metadata.deletion_timestamp.is_some() {
+            // A graceful delete: count it now, the final delete event may come much later.
+            self.pod_deleted(new);
+            if let Some(old) = old.filter(|o| o.metadata.labels != new.metadata.labels) {
+                self.pod_deleted(old);
+            }
+            return;
+        }
+        let cur_ref = controller_of(&new.metadata);
+        let old_ref = old.and_then(|o| controller_of(&o.metadata));
+        if let (Some(o), true) = (old_ref, old_ref.map(|r| &r.uid) != cur_ref.map(|r| &r.uid)) {
+            if let Some(owner) = self.resolve(ns, o) {
+                self.queue.add(key_of(owner.as_ref()));
+            }
+        }
+        match cur_ref {
+            Some(r) => {
+                let Some(owner) = self.resolve(ns, r) else { return };
+                let key = key_of(owner.as_ref());
+                if old.is_none() {
+                    self.exp.creation_observed(&key);
+                }
+                self.queue.add(key.clone());
+                // upstream: a pod that just became ready is available minReadySeconds later.
+                let min_ready = (self.min_ready_seconds)(&owner);
+                if min_ready > 0 && old.is_some_and(|o| !is_ready(o)) && is_ready(new) {
+                    self.queue.add_after(key, std::time::Duration::from_secs(min_ready as u64 + 1));
+                }
+            }
+            None => {
+                let changed = old.is_none_or(|o| o.metadata.labels != new.metadata.labels || old_ref.is_some());
+                if changed {
+                    for owner in self.matching(new) {
+                        self.queue.add(key_of(owner.as_ref()));
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ use super::events::{reference, Recorder, NORMAL, WARNING};
 use super::expectations::Expectations;
 use super::history::{self, KubeRevisions, RevisionApi};
 use super::informer::{key_of, Informer};
-use super::owner::{self, controller_of, controller_ref, is_ready, labels_match};
+use super::owner::{self, controller_of, controller_ref};
 use super::replicaset::{pod_from_template, slow_start_batch};
 use super::workqueue::Queue;
 use super::Context;
@@ -184,81 +184,17 @@ fn daemon_spec(ds: &DaemonSet) -> PodSpec {
 }
 
 impl Dsc {
-    fn resolve(
-        &self,
-        namespace: &str,
-        r: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
-    ) -> Option<Arc<DaemonSet>> {
-        if r.kind != "DaemonSet" {
-            return None;
-        }
-        self.dss.get(namespace, &r.name).filter(|ds| ds.metadata.uid.as_deref() == Some(r.uid.as_str()))
-    }
-
-    fn matching(&self, p: &Pod) -> Vec<Arc<DaemonSet>> {
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-        self.dss
-            .list_namespace(ns)
-            .into_iter()
-            .filter(|ds| {
-                let sel = owner::selector(ds.spec.as_ref().map(|s| &s.selector));
-                sel.is_ok_and(|s| !s.is_empty() && labels_match(&s, &p.metadata))
-            })
-            .collect()
-    }
-
-    fn pod_deleted(&self, p: &Pod) {
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-        if let Some(ds) = controller_of(&p.metadata).and_then(|r| self.resolve(ns, r)) {
-            let key = key_of(ds.as_ref());
-            self.exp.deletion_observed(&key, &key_of(p));
-            self.queue.add(key);
-        }
-    }
-
     /// upstream addPod / updatePod / deletePod, as the ReplicaSet controller's.
     fn on_pod(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let Some(new) = new else {
-            if let Some(old) = old {
-                self.pod_deleted(old);
-            }
-            return;
-        };
-        let ns = new.metadata.namespace.as_deref().unwrap_or_default();
-        if new.metadata.deletion_timestamp.is_some() {
-            self.pod_deleted(new);
-            return;
+        owner::PodRouter {
+            owners: &self.dss,
+            kind: "DaemonSet",
+            selector: |ds: &DaemonSet| ds.spec.as_ref().map(|s| &s.selector),
+            min_ready_seconds,
+            queue: &self.queue,
+            exp: &self.exp,
         }
-        let cur_ref = controller_of(&new.metadata);
-        let old_ref = old.and_then(|o| controller_of(&o.metadata));
-        if let (Some(o), true) = (old_ref, old_ref.map(|r| &r.uid) != cur_ref.map(|r| &r.uid)) {
-            if let Some(ds) = self.resolve(ns, o) {
-                self.queue.add(key_of(ds.as_ref()));
-            }
-        }
-        match cur_ref {
-            Some(r) => {
-                let Some(ds) = self.resolve(ns, r) else { return };
-                let key = key_of(ds.as_ref());
-                if old.is_none() {
-                    self.exp.creation_observed(&key);
-                }
-                self.queue.add(key.clone());
-                // upstream: a pod that just became ready is available minReadySeconds later.
-                let min_ready = min_ready_seconds(&ds);
-                if min_ready > 0 && old.is_some_and(|o| !is_ready(o)) && is_ready(new) {
-                    self.queue.add_after(key, Duration::from_secs(min_ready as u64 + 1));
-                }
-            }
-            None => {
-                let changed = old.is_none_or(|o| o.metadata.labels != new.metadata.labels || old_ref.is_some());
-                if changed {
-                    for ds in self.matching(new) {
-                        self.queue.add(key_of(ds.as_ref()));
-                    }
-                }
-            }
-        }
+        .on_pod(old, new)
     }
 
     async fn sync(&self, key: &str) -> Result<Option<Duration>, Error> {

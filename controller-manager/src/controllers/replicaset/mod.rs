@@ -92,84 +92,19 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
 }
 
 impl Rsc {
-    /// The ReplicaSet `r` names in `namespace`, if it is the same object (uid).
-    fn resolve(&self, namespace: &str, r: &OwnerReference) -> Option<Arc<ReplicaSet>> {
-        if r.kind != "ReplicaSet" {
-            return None;
-        }
-        self.rss.get(namespace, &r.name).filter(|rs| rs.metadata.uid.as_deref() == Some(r.uid.as_str()))
-    }
-
-    fn matching(&self, p: &Pod) -> Vec<Arc<ReplicaSet>> {
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-        self.rss
-            .list_namespace(ns)
-            .into_iter()
-            .filter(|rs| {
-                let sel = owner::selector(rs.spec.as_ref().map(|s| &s.selector));
-                sel.is_ok_and(|s| !s.is_empty() && labels_match(&s, &p.metadata))
-            })
-            .collect()
-    }
-
-    fn pod_deleted(&self, p: &Pod) {
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-        if let Some(rs) = controller_of(&p.metadata).and_then(|r| self.resolve(ns, r)) {
-            let rs_key = key_of(rs.as_ref());
-            self.exp.deletion_observed(&rs_key, &key_of(p));
-            self.queue.add(rs_key);
-        }
-    }
-
     /// upstream addPod / updatePod / deletePod: wake the controlling ReplicaSet (counting the
     /// observation against its expectations), or for an orphan every ReplicaSet that might
     /// adopt it.
     fn on_pod(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let Some(new) = new else {
-            if let Some(old) = old {
-                self.pod_deleted(old);
-            }
-            return;
-        };
-        let ns = new.metadata.namespace.as_deref().unwrap_or_default();
-        if new.metadata.deletion_timestamp.is_some() {
-            // A graceful delete: count it now, the final delete event may come much later.
-            self.pod_deleted(new);
-            if let Some(old) = old.filter(|o| o.metadata.labels != new.metadata.labels) {
-                self.pod_deleted(old);
-            }
-            return;
+        owner::PodRouter {
+            owners: &self.rss,
+            kind: "ReplicaSet",
+            selector: |rs: &ReplicaSet| rs.spec.as_ref().map(|s| &s.selector),
+            min_ready_seconds,
+            queue: &self.queue,
+            exp: &self.exp,
         }
-        let cur_ref = controller_of(&new.metadata);
-        let old_ref = old.and_then(|o| controller_of(&o.metadata));
-        if let (Some(o), true) = (old_ref, old_ref.map(|r| &r.uid) != cur_ref.map(|r| &r.uid)) {
-            if let Some(rs) = self.resolve(ns, o) {
-                self.queue.add(key_of(rs.as_ref()));
-            }
-        }
-        match cur_ref {
-            Some(r) => {
-                let Some(rs) = self.resolve(ns, r) else { return };
-                let rs_key = key_of(rs.as_ref());
-                if old.is_none() {
-                    self.exp.creation_observed(&rs_key);
-                }
-                self.queue.add(rs_key.clone());
-                // upstream: a pod that just became ready is available minReadySeconds later.
-                let min_ready = min_ready_seconds(&rs);
-                if min_ready > 0 && old.is_some_and(|o| !is_ready(o)) && is_ready(new) {
-                    self.queue.add_after(rs_key, Duration::from_secs(min_ready as u64 + 1));
-                }
-            }
-            None => {
-                let changed = old.is_none_or(|o| o.metadata.labels != new.metadata.labels || old_ref.is_some());
-                if changed {
-                    for rs in self.matching(new) {
-                        self.queue.add(key_of(rs.as_ref()));
-                    }
-                }
-            }
-        }
+        .on_pod(old, new)
     }
 
     async fn sync(&self, key: &str) -> Result<Option<Duration>, Error> {

@@ -21,14 +21,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 
 use super::expectations::Expectations;
 use super::history::{self, KubeRevisions};
 use super::informer::{key_of, Informer};
-use super::owner::{self, controller_of, controller_ref, is_ready, labels_match};
+use super::owner::{self, controller_of, controller_ref};
 use super::workqueue::Queue;
 use super::Context;
 use control::Input;
@@ -129,78 +128,17 @@ fn pod_name_of(p: &Pod) -> String {
 }
 
 impl Ssc {
-    fn resolve(&self, namespace: &str, r: &OwnerReference) -> Option<Arc<StatefulSet>> {
-        if r.kind != "StatefulSet" {
-            return None;
-        }
-        self.sets.get(namespace, &r.name).filter(|s| s.metadata.uid.as_deref() == Some(r.uid.as_str()))
-    }
-
-    /// upstream getStatefulSetsForPod: the sets whose selector matches an orphan.
-    fn matching(&self, p: &Pod) -> Vec<Arc<StatefulSet>> {
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-        self.sets
-            .list_namespace(ns)
-            .into_iter()
-            .filter(|s| {
-                let sel = owner::selector(s.spec.as_ref().map(|s| &s.selector));
-                sel.is_ok_and(|sel| !sel.is_empty() && labels_match(&sel, &p.metadata))
-            })
-            .collect()
-    }
-
-    fn pod_deleted(&self, p: &Pod) {
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-        if let Some(s) = controller_of(&p.metadata).and_then(|r| self.resolve(ns, r)) {
-            let key = key_of(s.as_ref());
-            self.exp.deletion_observed(&key, &key_of(p));
-            self.queue.add(key);
-        }
-    }
-
     /// upstream addPod / updatePod / deletePod.
     fn on_pod(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let Some(new) = new else {
-            if let Some(old) = old {
-                self.pod_deleted(old);
-            }
-            return;
-        };
-        let ns = new.metadata.namespace.as_deref().unwrap_or_default();
-        if new.metadata.deletion_timestamp.is_some() {
-            self.pod_deleted(new);
-            return;
+        owner::PodRouter {
+            owners: &self.sets,
+            kind: "StatefulSet",
+            selector: |s: &StatefulSet| s.spec.as_ref().map(|s| &s.selector),
+            min_ready_seconds,
+            queue: &self.queue,
+            exp: &self.exp,
         }
-        let cur_ref = controller_of(&new.metadata);
-        let old_ref = old.and_then(|o| controller_of(&o.metadata));
-        if let (Some(o), true) = (old_ref, old_ref.map(|r| &r.uid) != cur_ref.map(|r| &r.uid)) {
-            if let Some(s) = self.resolve(ns, o) {
-                self.queue.add(key_of(s.as_ref()));
-            }
-        }
-        match cur_ref {
-            Some(r) => {
-                let Some(s) = self.resolve(ns, r) else { return };
-                let key = key_of(s.as_ref());
-                if old.is_none() {
-                    self.exp.creation_observed(&key);
-                }
-                self.queue.add(key.clone());
-                // upstream: a pod that just became ready is available minReadySeconds later.
-                let min_ready = min_ready_seconds(&s);
-                if min_ready > 0 && old.is_some_and(|o| !is_ready(o)) && is_ready(new) {
-                    self.queue.add_after(key, Duration::from_secs(min_ready as u64 + 1));
-                }
-            }
-            None => {
-                let changed = old.is_none_or(|o| o.metadata.labels != new.metadata.labels || old_ref.is_some());
-                if changed {
-                    for s in self.matching(new) {
-                        self.queue.add(key_of(s.as_ref()));
-                    }
-                }
-            }
-        }
+        .on_pod(old, new)
     }
 
     async fn sync(&self, key: &str) -> Result<Option<Duration>, Error> {
