@@ -30,11 +30,14 @@ dir="$work/run"
 mkdir -p "$dir"
 wait_quiet
 etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"
-# rkube-dns takes the port for UDP and TCP: find one free for both, and distinct ports
+# rkube-dns takes the port for UDP and TCP: find one free for both, below the kernel's
+# ephemeral range (an outgoing connection may hold a port there), and distinct ports
+low="$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range)"
 while :; do
   dns_port="$(free_port)"
-  [ -z "$(ss -Hlnu "sport = :$dns_port")" ] || continue
+  [ "$dns_port" -lt "$low" ] && [ -z "$(ss -Hlnu "sport = :$dns_port")" ] || continue
   metrics_port="$(free_port)"
+  [ "$metrics_port" -lt "$low" ] || continue
   [ "$dns_port" != "$metrics_port" ] && [ "$dns_port" != "$api_port" ] && [ "$metrics_port" != "$api_port" ] \
     && [ "$dns_port" != "$etcd_port" ] && [ "$metrics_port" != "$etcd_port" ] \
     && [ "$dns_port" != "$peer_port" ] && [ "$metrics_port" != "$peer_port" ] && break
