@@ -199,6 +199,11 @@ fn services_by_name_and_ip_nodeport_affinity_headless_and_cleanup() {
     let nodes = c.record_nodes();
     let dns = c.kubectl_ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"]);
     assert!(c.record["plan"]["clusterDnsIp"].as_str() == Some(dns.as_str()), "kube-dns at the 10th address: {dns}");
+    let listed = c.kubectl_ok(&["get", "svc", "-n", "kube-system"]);
+    assert!(listed.lines().any(|l| l.starts_with("kube-dns ") && l.contains("53/UDP,53/TCP,9153/TCP")), "{listed}");
+    let status = c.rkube_ok(&["status", "--cluster", &c.name]);
+    assert!(status.lines().any(|l| l.starts_with("dns ") && l.contains(" running ")), "{status}");
+    c.rkube_ok(&["logs", "dns", "--cluster", &c.name]);
 
     apply(&c, BACKENDS);
     c.kubectl_ok(&["rollout", "status", "deployment/echo", "--timeout=90s"]);
