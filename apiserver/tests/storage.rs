@@ -62,6 +62,25 @@ async fn create_twice_is_already_exists() {
     assert_eq!(body["details"]["kind"], "configmaps");
 }
 
+/// A list read straight from etcd (no resourceVersion) whose range response is bigger than
+/// gRPC's default 4 MiB message cap still answers (a namespace of a few thousand pods is).
+#[tokio::test]
+async fn a_list_larger_than_four_mib_reads_from_etcd() {
+    let etcd = Etcd::start();
+    let s = Server::start(&etcd).await;
+    let big = "x".repeat(700 * 1024);
+    for i in 0..8 {
+        let (code, body) = s.post("/api/v1/namespaces/default/configmaps", &cm(&format!("big{i}"), &big)).await;
+        assert_eq!(code, 201, "{}", &body.to_string()[..200.min(body.to_string().len())]);
+    }
+    let (code, list) = s.get("/api/v1/namespaces/default/configmaps").await;
+    assert_eq!(code, 200, "{}", &list.to_string()[..300.min(list.to_string().len())]);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(8));
+    let (code, list) = s.get("/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name%21%3Dbig0").await;
+    assert_eq!(code, 200);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(7));
+}
+
 #[tokio::test]
 async fn list_pagination_and_exact_revision() {
     let etcd = Etcd::start();

@@ -69,13 +69,18 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The largest etcd response the apiserver decodes (etcd's Go client default, `math.MaxInt32`).
+const MAX_RESPONSE: usize = i32::MAX as usize;
+
 impl Etcd {
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StorageError> {
         let opts = etcd_client::ConnectOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(5))
             .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5));
         let client = Client::connect(endpoints, Some(opts)).await?;
-        let kv = client.kv_client();
+        // A list of many objects is one range response; tonic's default 4 MiB cap would turn
+        // a large namespace into an error. etcd's own Go client allows up to 2 GiB.
+        let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE);
         Ok(Self { client, kv, prefix: prefix.trim_end_matches('/').to_string(), latency: None })
     }
 
@@ -245,7 +250,12 @@ impl Etcd {
         if prev_kv {
             opts = opts.with_prev_key();
         }
-        Ok(self.client.watch_client().watch(self.full(prefix), Some(opts)).await?)
+        Ok(self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE)
+            .watch(self.full(prefix), Some(opts))
+            .await?)
     }
 
     /// Strips the prefix from a key read off a watch.
