@@ -156,7 +156,10 @@ async fn main() -> anyhow::Result<()> {
     }
     eprintln!("== {} nodes", opts.nodes);
     let log = std::fs::File::create(&opts.controller_manager_log).context("controller-manager log")?;
-    let mut cm = Command::new(&opts.controller_manager_bin)
+    let mut cmd = Command::new(&opts.controller_manager_bin);
+    // Killed with the bench, also when the bench itself is killed (no stray process).
+    component_base::testing::die_with_parent(&mut cmd);
+    let mut cm = cmd
         .args(["--kubeconfig", opts.cert_dir.join("admin.kubeconfig").to_str().unwrap_or_default()])
         .args(["--bind-address", "127.0.0.1:0", "--leader-elect=false", "--controllers=*,-nodelifecycle,-podgc"])
         .env("RUST_LOG", "warn")

@@ -222,7 +222,10 @@ async fn main() -> anyhow::Result<()> {
     // 2. The scheduler.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = std::fs::File::create(&o.scheduler_log)?;
-    let mut child = Command::new(&o.scheduler_bin)
+    let mut cmd = Command::new(&o.scheduler_bin);
+    // Killed with the bench, also when the bench itself is killed (no stray process).
+    component_base::testing::die_with_parent(&mut cmd);
+    let mut child = cmd
         .args(["--kubeconfig", o.cert_dir.join("admin.kubeconfig").to_str().unwrap_or_default()])
         .args(["--leader-elect=false", "--port", &port.to_string()])
         .env("RUST_LOG", "warn")
