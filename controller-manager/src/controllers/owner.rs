@@ -159,6 +159,47 @@ pub fn is_available(p: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
     }
 }
 
+/// Carries out a `Claim` for `owner`: adopts only if the live owner (read from `owner_api`,
+/// not the cache, which may lag) is the same object and not being deleted (upstream
+/// RecheckDeletionTimestamp), and releases what stopped matching. Returns what the owner
+/// controls afterwards.
+pub async fn apply_claim<O, K>(
+    owner_api: &Api<O>,
+    owner: &O,
+    api: &Api<K>,
+    claim: Claim<K>,
+) -> Result<Vec<Arc<K>>, kube::Error>
+where
+    O: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut claimed = claim.claimed;
+    let (owner_uid, owner_name) = (owner.meta().uid.clone(), owner.meta().name.clone().unwrap_or_default());
+    if !claim.adopt.is_empty() {
+        let live = owner_api.get_opt(&owner_name).await?;
+        let ok = live.is_some_and(|l| l.meta().uid == owner_uid && l.meta().deletion_timestamp.is_none());
+        let cref = controller_ref(owner);
+        for o in &claim.adopt {
+            if ok {
+                let m = o.meta();
+                let refs = m.owner_references.clone().unwrap_or_default();
+                let (name, uid) = (m.name.as_deref().unwrap_or_default(), m.uid.as_deref().unwrap_or_default());
+                adopt(api, name, uid, &cref, &refs).await?;
+            } else {
+                claimed.retain(|c| !Arc::ptr_eq(c, o));
+            }
+        }
+    }
+    let owner_uid = owner_uid.unwrap_or_default();
+    for o in &claim.release {
+        let m = o.meta();
+        let refs = m.owner_references.clone().unwrap_or_default();
+        let (name, uid) = (m.name.as_deref().unwrap_or_default(), m.uid.as_deref().unwrap_or_default());
+        release(api, name, uid, &owner_uid, &refs).await?;
+    }
+    Ok(claimed)
+}
+
 /// Routes pod events to the workload that controls the pod, or to those that could adopt an
 /// orphan (upstream's addPod/updatePod/deletePod, which the ReplicaSet, StatefulSet and
 /// DaemonSet controllers share), counting what it sees against the owner's expectations.

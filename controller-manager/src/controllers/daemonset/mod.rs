@@ -287,31 +287,8 @@ impl Dsc {
         let pods = self.pods.list_namespace(&ns);
         let claim = owner::claim(&uid, ds.metadata.deletion_timestamp.is_some(), sel, &pods);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let mut claimed = claim.claimed;
-        if !claim.adopt.is_empty() {
-            // upstream RecheckDeletionTimestamp: adopt only for the live, undeleted owner.
-            let live = Api::<DaemonSet>::namespaced(self.client.clone(), &ns)
-                .get_opt(ds.metadata.name.as_deref().unwrap_or_default())
-                .await?;
-            let ok = live.is_some_and(|l| l.metadata.uid == ds.metadata.uid && l.metadata.deletion_timestamp.is_none());
-            let cref = controller_ref(ds.as_ref());
-            for p in &claim.adopt {
-                if ok {
-                    let refs = p.metadata.owner_references.clone().unwrap_or_default();
-                    let (n, puid) =
-                        (p.metadata.name.as_deref().unwrap_or_default(), p.metadata.uid.as_deref().unwrap_or_default());
-                    owner::adopt(&api, n, puid, &cref, &refs).await?;
-                } else {
-                    claimed.retain(|c| !Arc::ptr_eq(c, p));
-                }
-            }
-        }
-        for p in &claim.release {
-            let refs = p.metadata.owner_references.clone().unwrap_or_default();
-            let (n, puid) =
-                (p.metadata.name.as_deref().unwrap_or_default(), p.metadata.uid.as_deref().unwrap_or_default());
-            owner::release(&api, n, puid, &uid, &refs).await?;
-        }
+        let ds_api = Api::<DaemonSet>::namespaced(self.client.clone(), &ns);
+        let claimed = owner::apply_claim(&ds_api, ds.as_ref(), &api, claim).await?;
         let mut out = NodePods::new();
         for p in claimed {
             if owner::is_terminated(&p) && p.metadata.deletion_timestamp.is_some() {

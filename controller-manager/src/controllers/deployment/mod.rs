@@ -186,38 +186,7 @@ impl Dc {
         let deleting = d.metadata.deletion_timestamp.is_some();
         let claim = owner::claim(&uid, deleting, &sel, &in_ns);
         let api = self.rs_api(&ns);
-        let mut claimed = claim.claimed;
-        if !claim.adopt.is_empty() {
-            let live = self.d_api(&ns).get_opt(d.metadata.name.as_deref().unwrap_or_default()).await?;
-            let ok = live.is_some_and(|l| l.metadata.uid == d.metadata.uid && l.metadata.deletion_timestamp.is_none());
-            let cref = controller_ref(&d);
-            for rs in &claim.adopt {
-                if ok {
-                    let refs = rs.metadata.owner_references.clone().unwrap_or_default();
-                    owner::adopt(
-                        &api,
-                        rs.metadata.name.as_deref().unwrap_or_default(),
-                        rs.metadata.uid.as_deref().unwrap_or_default(),
-                        &cref,
-                        &refs,
-                    )
-                    .await?;
-                } else {
-                    claimed.retain(|c| !Arc::ptr_eq(c, rs));
-                }
-            }
-        }
-        for rs in &claim.release {
-            let refs = rs.metadata.owner_references.clone().unwrap_or_default();
-            owner::release(
-                &api,
-                rs.metadata.name.as_deref().unwrap_or_default(),
-                rs.metadata.uid.as_deref().unwrap_or_default(),
-                &uid,
-                &refs,
-            )
-            .await?;
-        }
+        let claimed = owner::apply_claim(&self.d_api(&ns), &d, &api, claim).await?;
         let rs_list: Vec<ReplicaSet> = claimed.iter().map(|r| self.fresh(r)).collect();
 
         if deleting {

@@ -125,33 +125,8 @@ impl Rsc {
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let claim = owner::claim(&uid, rs.metadata.deletion_timestamp.is_some(), &sel, &active);
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let mut claimed = claim.claimed;
-        if !claim.adopt.is_empty() {
-            // upstream RecheckDeletionTimestamp: adopt only if the live object is the same and
-            // not being deleted (the store may lag).
-            let live = Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
-                .get_opt(rs.metadata.name.as_deref().unwrap_or_default())
-                .await?;
-            let ok = live.is_some_and(|l| l.metadata.uid == rs.metadata.uid && l.metadata.deletion_timestamp.is_none());
-            let cref = controller_ref(rs.as_ref());
-            for p in &claim.adopt {
-                if ok {
-                    let refs = p.metadata.owner_references.clone().unwrap_or_default();
-                    let (name, puid) =
-                        (p.metadata.name.as_deref().unwrap_or_default(), p.metadata.uid.as_deref().unwrap_or_default());
-                    owner::adopt(&pods_api, name, puid, &cref, &refs).await?;
-                } else {
-                    claimed.retain(|c| !Arc::ptr_eq(c, p));
-                }
-            }
-        }
-        for p in &claim.release {
-            let refs = p.metadata.owner_references.clone().unwrap_or_default();
-            let (name, puid) =
-                (p.metadata.name.as_deref().unwrap_or_default(), p.metadata.uid.as_deref().unwrap_or_default());
-            owner::release(&pods_api, name, puid, &uid, &refs).await?;
-        }
-
+        let rs_api = Api::<ReplicaSet>::namespaced(self.client.clone(), &ns);
+        let claimed = owner::apply_claim(&rs_api, rs.as_ref(), &pods_api, claim).await?;
         let mut manage_err = None;
         if needs_sync && rs.metadata.deletion_timestamp.is_none() {
             if let Err(e) = self.manage(&rs, key, &claimed).await {
