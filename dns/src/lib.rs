@@ -96,10 +96,18 @@ pub struct Sockets {
 
 impl Sockets {
     pub async fn bind(dns: SocketAddr, http: SocketAddr) -> anyhow::Result<Sockets> {
-        let udp = tokio::net::UdpSocket::bind(dns).await.with_context(|| format!("binding udp {dns}"))?;
-        // the same port for TCP as UDP got (port 0 picks one for both)
-        let tcp_addr = udp.local_addr()?;
-        let tcp = tokio::net::TcpListener::bind(tcp_addr).await.with_context(|| format!("binding tcp {tcp_addr}"))?;
+        // The same port for TCP as UDP got. With port 0 the kernel picks a free UDP port whose
+        // TCP twin another process may hold: pick again (a fixed port fails at once).
+        let mut tries = 0;
+        let (udp, tcp) = loop {
+            let udp = tokio::net::UdpSocket::bind(dns).await.with_context(|| format!("binding udp {dns}"))?;
+            let tcp_addr = udp.local_addr()?;
+            match tokio::net::TcpListener::bind(tcp_addr).await {
+                Ok(tcp) => break (udp, tcp),
+                Err(e) if dns.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && tries < 20 => tries += 1,
+                Err(e) => return Err(e).with_context(|| format!("binding tcp {tcp_addr}")),
+            }
+        };
         let http = tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding {http}"))?;
         Ok(Sockets { udp, tcp, http })
     }
