@@ -2,12 +2,10 @@
 //! removal of fields a manager stops applying, ownership taken by non-apply writes, dry run,
 //! client-written managedFields, and the same conflict seen through the real kubectl.
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::{Etcd, Server};
 use serde_json::{json, Value};
-use support::{Etcd, Server};
 
 const APPLY: &str = "application/apply-patch+yaml";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";

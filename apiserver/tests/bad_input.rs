@@ -1,10 +1,8 @@
 //! Bad input: each malformed or invalid request gets upstream's status and reason, and
 //! etcd is byte-for-byte unchanged afterwards.
 
-mod support;
-
+use crate::support::{Etcd, Server};
 use serde_json::json;
-use support::{Etcd, Server};
 
 struct Case {
     name: &'static str,

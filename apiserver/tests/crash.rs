@@ -2,15 +2,14 @@
 //! create that was answered 201 is there, and nothing is half-written (each stored object is
 //! complete, and every Service's IP allocation exists exactly when its Service does).
 
-mod support;
-
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support;
+use crate::support::Etcd;
 use serde_json::{json, Value};
-use support::Etcd;
 
 fn spawn_apiserver(etcd: &str, cert_dir: &std::path::Path, port: u16) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rkube-apiserver"));

@@ -1,14 +1,13 @@
 //! End to end with the real kubectl (1.27, 1.30 and 1.33, the builds beside the installed
 //! dispatcher) against a started apiserver on a real etcd.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use component_base::testing::Kubectl;
 
-use support::{Etcd, Server};
+use crate::support;
+use crate::support::{Etcd, Server};
 
 fn header(out: &str) -> Vec<String> {
     let first = out.lines().next().unwrap_or("");

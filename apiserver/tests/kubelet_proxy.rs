@@ -3,15 +3,13 @@
 //! for byte, one it refuses (WebSocket) is answered with the kubelet's refusal, which is what
 //! makes kubectl fall back from WebSocket to SPDY.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
+use crate::support::{Etcd, Server};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use support::{Etcd, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;

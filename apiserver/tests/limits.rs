@@ -2,14 +2,12 @@
 //! Retry-After header (which kubectl honours) and changes nothing. Long-running requests
 //! (watches) do not take a slot.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::{Etcd, Server};
 use axum::body::Body;
 use http::Request;
 use rkube_apiserver::server::{self, App, ConnIdentity};
-use support::{Etcd, Server};
 use tower::ServiceExt;
 
 #[tokio::test]

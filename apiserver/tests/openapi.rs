@@ -2,15 +2,13 @@
 //! patch media types, served with content-hash caching; and the real kubectl (1.27, 1.30,
 //! 1.33) explaining and applying from them.
 
-mod support;
-
 use std::path::Path;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha512};
 
-use support::{Etcd, Server};
+use crate::support::{Etcd, Server};
 
 /// The per-group-version document `gv` (`apis/apps/v1`), fetched through the root's URL.
 async fn v3_doc(s: &Server, gv: &str) -> Value {

@@ -1,10 +1,9 @@
 //! What kubectl reads: /version, legacy and aggregated discovery, OpenAPI, Table output,
 //! label and field selectors, health and metrics.
 
-mod support;
-
+use crate::support;
+use crate::support::{Etcd, Server};
 use serde_json::{json, Value};
-use support::{Etcd, Server};
 
 async fn get_with_accept(s: &Server, path: &str, accept: &str) -> (u16, String, Value) {
     let r = s.client.get(s.url(path)).header("accept", accept).send().await.expect("sent");

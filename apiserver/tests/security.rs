@@ -2,9 +2,8 @@
 //! certificates (CN = user, O = groups), bearer tokens, 401 for anonymous requests, and an
 //! admin kubeconfig.
 
-mod support;
-
-use support::{Etcd, Server};
+use crate::support;
+use crate::support::{Etcd, Server};
 
 #[tokio::test]
 async fn anonymous_requests_are_unauthorized() {

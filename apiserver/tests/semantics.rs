@@ -2,10 +2,8 @@
 //! graceful deletion, finalizers, namespace lifecycle, Service IP allocation, dry run,
 //! scale and binding subresources.
 
-mod support;
-
+use crate::support::{Etcd, Server};
 use serde_json::{json, Value};
-use support::{Etcd, Server};
 
 fn deployment(name: &str, replicas: i64) -> Value {
     json!({

@@ -3,13 +3,12 @@
 //! object the token is bound to, is deleted; bad requests get upstream's statuses; and
 //! `kubectl create token` works with kubectl 1.27, 1.30 and 1.33.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support;
+use crate::support::{Etcd, Server};
 use component_base::testing::Kubectl;
 use serde_json::{json, Value};
-use support::{Etcd, Server};
 
 const NS: &str = "/api/v1/namespaces/default";
 

@@ -1,13 +1,12 @@
 //! Storage semantics against a real etcd: resourceVersion = mod revision, compare-and-swap
 //! updates, lists at a revision, pagination, watches from a revision, 410 after compaction.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support;
+use crate::support::{Etcd, Server};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use support::{Etcd, Server};
 
 fn cm(name: &str, v: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": v}})

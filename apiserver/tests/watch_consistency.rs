@@ -2,13 +2,12 @@
 //! exactly etcd's sequence of changes (no gap, no duplicate, same order). After compaction,
 //! a watch from a revision older than the cache's window gets 410 Expired.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support;
+use crate::support::Etcd;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use support::Etcd;
 
 const OBJECTS: usize = 200;
 const WRITERS: usize = 8;

@@ -3,9 +3,7 @@
 //! most recent missed run at once, named after its scheduled minute, records it, sees it
 //! complete, and trims the finished history to `successfulJobsHistoryLimit`.
 
-mod common;
-
-use common::{Cluster, WAIT};
+use crate::common::{Cluster, WAIT};
 use component_base::testing::eventually;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Event;

@@ -5,12 +5,10 @@
 //! `kubectl rollout status ds` (1.27, 1.30, 1.33) follows it; maxSurge starts the new pod next to
 //! the old one; OnDelete waits for deletions.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use common::{Cluster, WAIT};
+use crate::common::{Cluster, WAIT};
 use component_base::testing::{eventually, Kubectl};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};

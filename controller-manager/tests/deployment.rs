@@ -6,12 +6,10 @@
 //! foreground deletion removes ReplicaSets and pods first, orphan deletion leaves them; and a
 //! controller-manager killed mid-rollout finishes it after a restart without extra pods.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use common::{active_pods, deployment, Cluster, WAIT};
+use crate::common::{active_pods, deployment, Cluster, WAIT};
 use component_base::testing::{eventually, Kubectl};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};

@@ -4,9 +4,7 @@
 //! Deployment's scale for a percentage maxUnavailable; `kubectl drain` (1.27, 1.30, 1.33)
 //! evicts through it.
 
-mod common;
-
-use common::{active_pods, deployment, Cluster, WAIT};
+use crate::common::{active_pods, deployment, Cluster, WAIT};
 use component_base::testing::{eventually, Kubectl};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;

@@ -3,9 +3,7 @@
 //! turns not-ready is marked so in the slice and moves to notReadyAddresses; the `kubernetes`
 //! Service is left to the apiserver; a deleted Service's Endpoints go.
 
-mod common;
-
-use common::{active_pods, Cluster, WAIT};
+use crate::common::{active_pods, Cluster, WAIT};
 use component_base::testing::eventually;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Endpoints, Service};

@@ -4,12 +4,10 @@
 //! failure policy, the active deadline, suspend and resume, backoff between failed pods up to
 //! the backoff limit, and deletion after `ttlSecondsAfterFinished`.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use common::{Cluster, WAIT};
+use crate::common::{Cluster, WAIT};
 use component_base::testing::eventually;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;

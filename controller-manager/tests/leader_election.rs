@@ -2,11 +2,9 @@
 //! other waits (a ReplicaSet gets its pods once, not twice); when the leader stops it releases
 //! the Lease and the other takes over.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{active_pods, Cluster, WAIT};
+use crate::common::{active_pods, Cluster, WAIT};
 use component_base::testing::eventually;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::coordination::v1::Lease;

@@ -1,9 +1,7 @@
 //! Every namespace gets a `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap with
 //! the cluster CA; both come back when deleted.
 
-mod common;
-
-use common::{Cluster, WAIT};
+use crate::common::{Cluster, WAIT};
 use component_base::testing::eventually;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};

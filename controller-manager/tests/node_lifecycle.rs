@@ -3,9 +3,7 @@
 //! (no kubelet will confirm), and the Deployment's pods come back on the live node. Short
 //! periods via flags.
 
-mod common;
-
-use common::{active_pods, deployment, Cluster, WAIT};
+use crate::common::{active_pods, deployment, Cluster, WAIT};
 use component_base::testing::eventually;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};

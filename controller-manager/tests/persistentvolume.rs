@@ -3,9 +3,7 @@
 //! class given retroactively, WaitForFirstConsumer waiting for the scheduler's node, and
 //! Delete through the provisioner (directory and volume gone).
 
-mod common;
-
-use common::{Cluster, WAIT};
+use crate::common::{Cluster, WAIT};
 use component_base::testing::eventually;
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;

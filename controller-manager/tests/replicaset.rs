@@ -3,12 +3,10 @@
 //! matching (and replaces it), scales down, never creates more pods than asked for, and
 //! reports status and events.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use common::{active_pods, Cluster, WAIT};
+use crate::common::{active_pods, Cluster, WAIT};
 use component_base::testing::eventually;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;

@@ -5,12 +5,11 @@
 //! 1.30, 1.33); the PVC retention policy's ownerReferences let the garbage collector delete
 //! claims on scale-down and with the set.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use common::{Cluster, WAIT};
+use crate::common;
+use crate::common::{Cluster, WAIT};
 use component_base::testing::{eventually, Kubectl};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};

@@ -26,11 +26,11 @@ done
 work="$(mktemp -d "${TMPDIR:-/tmp}/rkube-pod-bench.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-echo "== cargo test --release -p rkube-kubelet --test pod_startup_bench (build)"
-cargo test --release --quiet -p rkube-kubelet --test pod_startup_bench --no-run
+echo "== cargo test --release -p rkube-kubelet --test integration (build)"
+cargo test --release --quiet -p rkube-kubelet --test integration --no-run
 echo "== benchmark"
-BENCH_OUT="$work/table.md" cargo test --release --quiet -p rkube-kubelet --test pod_startup_bench \
-  -- --ignored --exact pod_startup --nocapture 2>"$work/stderr.log" || {
+BENCH_OUT="$work/table.md" cargo test --release --quiet -p rkube-kubelet --test integration \
+  -- --ignored --exact pod_startup_bench::pod_startup --nocapture 2>"$work/stderr.log" || {
   tail -n 40 "$work/stderr.log" >&2
   exit 1
 }

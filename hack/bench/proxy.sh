@@ -25,8 +25,8 @@ done
 work="$(mktemp -d "${TMPDIR:-/tmp}/rkube-proxy-bench.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-echo "== cargo test --release -p rkube-proxy --test sync_bench (build)"
-bin="$(cargo test --release -p rkube-proxy --test sync_bench --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)"
+echo "== cargo test --release -p rkube-proxy --test integration (build)"
+bin="$(cargo test --release -p rkube-proxy --test integration --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)"
 [ -x "$bin" ] || { echo "proxy.sh: cannot find the built benchmark" >&2; exit 1; }
 {
   echo "| backend | services | rules | bare full restore | proxy full sync | ratio | bare partial restore | proxy partial sync | ratio |"
@@ -35,7 +35,7 @@ bin="$(cargo test --release -p rkube-proxy --test sync_bench --no-run 2>&1 | sed
 for backend in nft legacy; do
   echo "== benchmark, $backend backend"
   # The binary runs directly, so another cargo build holding the target lock cannot stall it.
-  BENCH_BACKEND="$backend" BENCH_OUT="$work/table.md" "$bin" --ignored --exact proxy_sync --nocapture \
+  BENCH_BACKEND="$backend" BENCH_OUT="$work/table.md" "$bin" --ignored --exact sync_bench::proxy_sync --nocapture \
     2>"$work/stderr.log" >"$work/stdout.log" || {
     tail -n 40 "$work/stdout.log" >&2
     tail -n 40 "$work/stderr.log" >&2

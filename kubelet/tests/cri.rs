@@ -11,15 +11,14 @@
 //! section 6 and the test then checks that no process, netns, link, mount, cgroup, CNI result
 //! file or directory is left. Needs root; without it the test says so and passes.
 
-mod support;
-
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::{ensure_images, is_root, unique_suffix, wait_for, TestNode, TestResult, SANDBOX_IMAGE};
 use rkube_kubelet::runtime::{api, image_spec, sandbox_filter_by_labels, ContainerRuntime, CriRuntime};
-use support::{ensure_images, is_root, unique_suffix, wait_for, TestNode, TestResult, SANDBOX_IMAGE};
 
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
 const NGINX: &str = "docker.io/library/nginx:1.25";

@@ -19,19 +19,18 @@
 //!   by the test) and is gone from the API within its grace period;
 //! - after teardown nothing is left on the machine.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
 use component_base::testing::Kubectl;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
 
 const WAIT: Duration = Duration::from_secs(60);
 const KUBECTL_MINORS: [u32; 3] = [27, 30, 33];

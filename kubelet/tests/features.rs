@@ -21,15 +21,14 @@
 //! - deleted pods lose their volume directories and pod cgroups;
 //! - after teardown nothing is left on the machine.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support;
+use crate::support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, ServiceAccount};
 use kube::api::{Api, LogParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -10,17 +10,16 @@
 //!
 //! It prints a markdown table; `BENCH_OUT=<file>` also writes it there.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 use rkube_kubelet::runtime::{api, image_spec, ContainerRuntime};
 use serde_json::json;
-use support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
 
 const PODS: usize = 50;
 const RSS_AT: usize = 30;

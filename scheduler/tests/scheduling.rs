@@ -2,11 +2,9 @@
 //! spreading, Pending pods with upstream's messages, taints, affinity, anti-affinity,
 //! topology spread, an exact-fit burst, preemption, and restarts.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use component_base::testing::eventually;
 use serde_json::json;
 

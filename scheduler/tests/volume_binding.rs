@@ -4,9 +4,7 @@
 //! `volume.kubernetes.io/selected-node`; the pod is bound only once its claims are; an
 //! unbound Immediate claim keeps the pod Pending with upstream's message.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use component_base::testing::eventually;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;

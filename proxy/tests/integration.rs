@@ -1,0 +1,6 @@
+//! Every integration test of this crate, linked into one binary: a binary per file cost a
+//! link and ~170 MB of disk each, which CI's disk and two cores could not afford.
+
+mod netns;
+mod sync_bench;
+mod watch;
