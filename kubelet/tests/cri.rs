@@ -16,7 +16,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support;
 use crate::support::{ensure_images, is_root, unique_suffix, wait_for, TestNode, TestResult, SANDBOX_IMAGE};
 use rkube_kubelet::runtime::{api, image_spec, sandbox_filter_by_labels, ContainerRuntime, CriRuntime};
 

@@ -24,7 +24,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support;
 use crate::support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, ServiceAccount};
 use kube::api::{Api, LogParams, Patch, PatchParams, PostParams};

@@ -12,7 +12,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support;
 use crate::support::{ensure_images, is_root, wait_for, TestCluster, TestResult};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
