@@ -2,14 +2,14 @@
 //! resync, retries) and runs one render + one `iptables-restore` per sync. Upstream:
 //! `BoundedFrequencyRunner` + `syncProxyRules` in pkg/proxy/iptables/proxier.go.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{exponential_buckets, linear_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::iptables::render::{self, RenderConfig};
 use crate::iptables::{chains_in_save, lines_around, Iptables, IptablesError};
-use crate::tracker::Tracker;
+use crate::tracker::{ServiceKey, Tracker};
 
 /// upstream's kube-proxy metric names (pkg/proxy/metrics).
 #[derive(Debug)]
@@ -29,6 +29,38 @@ pub struct Metrics {
     pub rules: Family<Vec<(String, String)>, Gauge>,
     pub restore_failures: Counter,
     pub partial_restore_failures: Counter,
+    pub network_programming_duration: Histogram,
+}
+
+/// upstream's `network_programming_duration_seconds` buckets: 0.25 s and 0.5 s, then every
+/// second to 59 s, every 5 s to 115 s, every 30 s to 5 min.
+pub fn network_programming_buckets() -> Vec<f64> {
+    linear_buckets(0.25, 0.25, 2)
+        .chain(linear_buckets(1.0, 1.0, 59))
+        .chain(linear_buckets(60.0, 5.0, 12))
+        .chain(linear_buckets(120.0, 30.0, 7))
+        .collect()
+}
+
+/// upstream: once a sync committed, each slice change it applied is observed as `committed -
+/// trigger time`, in seconds. Negative when the writer's clock is ahead (upstream observes
+/// that as is, too).
+pub fn network_programming_latencies(
+    trigger_times: &BTreeMap<ServiceKey, Vec<SystemTime>>,
+    committed: SystemTime,
+) -> Vec<(ServiceKey, f64)> {
+    trigger_times
+        .iter()
+        .flat_map(|(svc, times)| {
+            times.iter().map(move |t| {
+                let secs = match committed.duration_since(*t) {
+                    Ok(d) => d.as_secs_f64(),
+                    Err(e) => -e.duration().as_secs_f64(),
+                };
+                (svc.clone(), secs)
+            })
+        })
+        .collect()
 }
 
 impl Metrics {
@@ -42,6 +74,7 @@ impl Metrics {
             rules: Family::default(),
             restore_failures: Counter::default(),
             partial_restore_failures: Counter::default(),
+            network_programming_duration: Histogram::new(network_programming_buckets()),
         };
         let r = registry.sub_registry_with_prefix("kubeproxy");
         r.register("sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds", m.sync_duration.clone());
@@ -74,6 +107,11 @@ impl Metrics {
             "sync_proxy_rules_iptables_partial_restore_failures",
             "Cumulative proxy iptables partial restore failures",
             m.partial_restore_failures.clone(),
+        );
+        r.register(
+            "network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            m.network_programming_duration.clone(),
         );
         m
     }
@@ -142,7 +180,10 @@ impl<I: Iptables> Proxier<I> {
     /// their chains rewritten. Returns false when there was nothing to do.
     pub async fn sync(&mut self, force_full: bool) -> Result<bool, SyncError> {
         let full = force_full || self.need_full;
-        let changed = self.tracker().take_changed();
+        let (changed, trigger_times) = {
+            let mut t = self.tracker();
+            (t.take_changed(), t.take_trigger_times())
+        };
         if !full && changed.is_empty() {
             return Ok(false);
         }
@@ -172,6 +213,8 @@ impl<I: Iptables> Proxier<I> {
         }
         if let Err(e) = self.ipt.restore(&rendered.text, true).await {
             self.metrics.restore_failures.inc();
+            // upstream: the trigger times this sync took are dropped with it, so the retry that
+            // commits the change does not report it.
             if !full {
                 self.metrics.partial_restore_failures.inc();
             }
@@ -196,6 +239,11 @@ impl<I: Iptables> Proxier<I> {
             self.metrics.rules.get_or_create(&vec![("table".to_string(), table.to_string())]).set(n as i64);
         }
         self.health.record(now);
+        // `now` is after iptables-restore returned: the kernel holds the change.
+        for (service, seconds) in network_programming_latencies(&trigger_times, now) {
+            self.metrics.network_programming_duration.observe(seconds);
+            tracing::debug!(%service, seconds, "network programming");
+        }
         tracing::debug!(full, services = changed.len(), seconds = elapsed, "synced iptables rules");
         Ok(true)
     }
@@ -255,6 +303,7 @@ mod tests {
 
     struct Harness {
         fake: Fake,
+        registry: Registry,
         tracker: Arc<Mutex<Tracker>>,
         changes: Arc<Notify>,
         synced: watch::Sender<bool>,
@@ -266,15 +315,17 @@ mod tests {
 
     fn start() -> Harness {
         let fake = Fake::new();
-        let tracker = Arc::new(Mutex::new(Tracker::new()));
-        let metrics = Arc::new(Metrics::new(&mut Registry::default()));
+        // Started an hour ago, so trigger times the tests write in the past count.
+        let tracker = Arc::new(Mutex::new(Tracker::started_at(SystemTime::now() - Duration::from_secs(3600))));
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
         let cfg = RenderConfig { node_name: "node1".into(), ..Default::default() };
         let p = Proxier::new(fake.clone(), cfg, tracker.clone(), metrics, Arc::new(Health::default()));
         let changes = Arc::new(Notify::new());
         let (synced, rx) = watch::channel(false);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(p.run(changes.clone(), rx, TIMING, cancel.clone()));
-        Harness { fake, tracker, changes, synced, cancel, task }
+        Harness { fake, registry, tracker, changes, synced, cancel, task }
     }
 
     impl Harness {
@@ -285,6 +336,28 @@ mod tests {
             t.apply_slice(&slice("ns", &name, &name, ("p", Some(80)), &[("10.180.0.1", "node1", true, true, false)]));
             drop(t);
             self.changes.notify_one();
+        }
+
+        /// Moves svc`n`'s endpoint to `ip` with the slice annotated as written at `written`.
+        fn change_endpoint(&self, n: u32, ip: &str, written: SystemTime) {
+            let name = format!("svc{n}");
+            let mut s = slice("ns", &name, &name, ("p", Some(80)), &[(ip, "node1", true, true, false)]);
+            let stamp =
+                chrono::DateTime::<chrono::Utc>::from(written).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            s.metadata.annotations = Some([(crate::tracker::LAST_CHANGE_TRIGGER_TIME.to_string(), stamp)].into());
+            self.tracker.lock().expect("tracker").apply_slice(&s);
+            self.changes.notify_one();
+        }
+
+        /// `(count, sum)` of the network programming histogram, as /metrics shows them.
+        fn network_programming(&self) -> (u64, f64) {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encode");
+            let sample = |suffix: &str| {
+                let name = format!("kubeproxy_network_programming_duration_seconds_{suffix} ");
+                text.lines().find_map(|l| l.strip_prefix(&name)?.parse::<f64>().ok()).expect("sample")
+            };
+            (sample("count") as u64, sample("sum"))
         }
 
         async fn stop(self) {
@@ -413,6 +486,62 @@ mod tests {
         assert!(restores[0].contains(":KUBE-SVC-LEFTOVER0000000 - [0:0]\n"), "{}", restores[0]);
         assert!(restores[0].contains("-X KUBE-SVC-LEFTOVER0000000\n"), "{}", restores[0]);
         assert!(!restores[0].contains("KUBE-MARK-DROP"), "{}", restores[0]);
+        h.stop().await;
+    }
+
+    #[test]
+    fn network_programming_buckets_are_upstreams() {
+        let b = network_programming_buckets();
+        assert_eq!(b.len(), 2 + 59 + 12 + 7);
+        assert_eq!(b[..4], [0.25, 0.5, 1.0, 2.0]);
+        assert_eq!((b[60], b[61], b[72], b[73]), (59.0, 60.0, 115.0, 120.0));
+        assert_eq!(b.last(), Some(&300.0));
+        assert!(b.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn latencies_are_commit_minus_each_trigger_time() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let (a, b) = (ServiceKey::new("ns", "a"), ServiceKey::new("ns", "b"));
+        let times = BTreeMap::from([
+            (a.clone(), vec![t0, t0 + Duration::from_millis(1500)]),
+            (b.clone(), vec![t0 + Duration::from_secs(5)]),
+        ]);
+        let committed = t0 + Duration::from_secs(2);
+        assert_eq!(
+            network_programming_latencies(&times, committed),
+            [(a.clone(), 2.0), (a, 0.5), (b, -3.0)],
+            "a writer clock ahead of ours gives a negative latency, as upstream"
+        );
+        assert!(network_programming_latencies(&BTreeMap::new(), committed).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_committed_slice_change_observes_its_network_programming_latency() {
+        let h = start();
+        h.add_service(1);
+        h.synced.send_replace(true);
+        settle().await;
+        assert_eq!(h.fake.restores().len(), 1);
+        assert_eq!(h.network_programming().0, 0, "the initial slices carry no trigger time");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        h.change_endpoint(1, "10.180.0.2", SystemTime::now() - Duration::from_secs(3));
+        settle().await;
+        assert_eq!(h.fake.restores().len(), 2);
+        let (count, sum) = h.network_programming();
+        assert_eq!(count, 1);
+        // Real time passed between the write stamp and the commit: a little over 3 s.
+        assert!((3.0..4.0).contains(&sum), "{sum}");
+
+        // A failed restore drops the times it took; its retry (a full sync) reports nothing.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        h.fake.fail_next_restores(1);
+        h.change_endpoint(1, "10.180.0.3", SystemTime::now());
+        settle().await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(h.fake.restores().len(), 4, "the failed partial restore and the full retry");
+        assert_eq!(h.network_programming().0, 1);
         h.stop().await;
     }
 }

@@ -2,5 +2,6 @@
 //! link and ~170 MB of disk each, which CI's disk and two cores could not afford.
 
 mod netns;
+mod support;
 mod sync_bench;
 mod watch;

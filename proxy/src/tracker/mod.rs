@@ -7,12 +7,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// The label an EndpointSlice names its Service with.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// upstream `v1.EndpointsLastChangeTriggerTime`: when the change (a pod's readiness, a new
+/// Service) that led the endpointslice controller to write the slice happened, RFC 3339.
+pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// The slice's trigger-time annotation, if present and readable (upstream ignores a bad one).
+pub fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
+    let v = slice.metadata.annotations.as_ref()?.get(LAST_CHANGE_TRIGGER_TIME)?;
+    chrono::DateTime::parse_from_rfc3339(v).ok().map(SystemTime::from)
+}
 
 /// `namespace/name` of a Service.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -216,19 +227,43 @@ fn slice_view(slice: &EndpointSlice) -> SliceView {
 }
 
 /// The service and endpoint state the proxy programs, plus the services changed since the
-/// last `take_changed`.
-#[derive(Debug, Default)]
+/// last `take_changed` and the trigger times of those changes.
+#[derive(Debug)]
 pub struct Tracker {
     services: BTreeMap<ServiceKey, Vec<ServicePort>>,
     slices: BTreeMap<ServiceKey, BTreeMap<String, SliceView>>,
     /// Which service each slice belongs to, so a delete (or a relabel) finds the old entry.
     slice_owner: BTreeMap<(String, String), ServiceKey>,
     changed: BTreeSet<ServiceKey>,
+    /// upstream `lastChangeTriggerTimes`: per service, the trigger times of the slice changes
+    /// not yet synced.
+    trigger_times: BTreeMap<ServiceKey, Vec<SystemTime>>,
+    /// upstream `trackerStartTime`: annotations from before the proxy started describe changes
+    /// some earlier proxy programmed (the initial list), not this one's latency.
+    started: SystemTime,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new()
+    }
 }
 
 impl Tracker {
     pub fn new() -> Self {
-        Tracker::default()
+        Tracker::started_at(SystemTime::now())
+    }
+
+    /// A tracker that counts trigger times after `started` only.
+    pub fn started_at(started: SystemTime) -> Self {
+        Tracker {
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            slice_owner: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            trigger_times: BTreeMap::new(),
+            started,
+        }
     }
 
     /// Adds or updates a Service. Only a change in what the rules depend on marks it changed.
@@ -268,6 +303,11 @@ impl Tracker {
         if by_name.get(&name) != Some(&view) {
             by_name.insert(name, view);
             self.changed.insert(owner.clone());
+            // upstream: only a slice update that changes what is programmed carries its trigger
+            // time into the network programming latency.
+            if let Some(t) = trigger_time(slice).filter(|t| *t > self.started) {
+                self.trigger_times.entry(owner.clone()).or_default().push(t);
+            }
         }
         self.slice_owner.insert(id, owner);
     }
@@ -277,6 +317,9 @@ impl Tracker {
         if let Some(by_name) = self.slices.get_mut(&owner) {
             if by_name.remove(name).is_some() {
                 self.changed.insert(owner.clone());
+                // upstream: a deleted slice's annotation dates from its last update, not from the
+                // deletion, so the service's pending trigger times are dropped, not reported.
+                self.trigger_times.remove(&owner);
             }
             if by_name.is_empty() {
                 self.slices.remove(&owner);
@@ -297,6 +340,12 @@ impl Tracker {
     /// The services whose rules may differ from the last sync; clears the set.
     pub fn take_changed(&mut self) -> BTreeSet<ServiceKey> {
         std::mem::take(&mut self.changed)
+    }
+
+    /// upstream `checkoutTriggerTimes`: the trigger times of the slice changes since the last
+    /// call, per service; clears them. The sync that takes them reports them once it committed.
+    pub fn take_trigger_times(&mut self) -> BTreeMap<ServiceKey, Vec<SystemTime>> {
+        std::mem::take(&mut self.trigger_times)
     }
 
     pub fn has_changes(&self) -> bool {
@@ -487,5 +536,56 @@ mod tests {
         assert_eq!(t.take_changed(), BTreeSet::from([ServiceKey::new("ns", "a"), ServiceKey::new("ns", "b")]));
         assert!(t.endpoints(&spn("ns", "a", "")).is_empty());
         assert_eq!(t.endpoints(&spn("ns", "b", "")).len(), 1);
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+    }
+
+    /// A one-endpoint slice of `svc` for `ip`, annotated with `trigger` when given.
+    fn annotated(name: &str, svc: &str, ip: &str, trigger: Option<&str>) -> EndpointSlice {
+        let mut s = slice("ns", name, svc, ("p", Some(80)), &[(ip, "", true, true, false)]);
+        s.metadata.annotations = trigger.map(|t| [(LAST_CHANGE_TRIGGER_TIME.to_string(), t.to_string())].into());
+        s
+    }
+
+    #[test]
+    fn trigger_time_reads_rfc3339_with_nanoseconds_and_ignores_garbage() {
+        let t = |v: Option<&str>| trigger_time(&annotated("s", "svc", "10.0.0.1", v));
+        let base = at(1_795_000_000);
+        assert_eq!(t(Some("2026-11-18T11:06:40Z")), Some(base));
+        assert_eq!(
+            t(Some("2026-11-18T11:06:40.123456789Z")),
+            Some(base + std::time::Duration::from_nanos(123_456_789))
+        );
+        assert_eq!(t(Some("2026-11-18T12:06:40+01:00")), Some(base));
+        assert_eq!(t(Some("yesterday")), None);
+        assert_eq!(t(None), None);
+    }
+
+    #[test]
+    fn trigger_times_of_slice_changes_are_reported_once_per_change() {
+        // started 2026-11-18T11:06:40Z
+        let mut t = Tracker::started_at(at(1_795_000_000));
+        let svc = ServiceKey::new("ns", "svc");
+        // A slice from before the tracker started (the initial list) reports nothing.
+        t.apply_slice(&annotated("s1", "svc", "10.0.0.1", Some("2026-11-18T11:06:39Z")));
+        assert!(t.take_trigger_times().is_empty());
+        // Two changes before the sync: both times, in order.
+        t.apply_slice(&annotated("s1", "svc", "10.0.0.2", Some("2026-11-18T11:06:41Z")));
+        t.apply_slice(&annotated("s2", "svc", "10.0.0.3", Some("2026-11-18T11:06:42Z")));
+        assert_eq!(t.take_trigger_times(), BTreeMap::from([(svc.clone(), vec![at(1_795_000_001), at(1_795_000_002)])]));
+        assert!(t.take_trigger_times().is_empty(), "taken once");
+        // An update that changes nothing programmed (same endpoints, new annotation) reports nothing.
+        t.apply_slice(&annotated("s1", "svc", "10.0.0.2", Some("2026-11-18T11:06:43Z")));
+        assert!(t.take_trigger_times().is_empty());
+        // A change without the annotation (a slice someone else wrote) reports nothing.
+        t.apply_slice(&annotated("s1", "svc", "10.0.0.4", None));
+        assert!(t.take_trigger_times().is_empty());
+        // A deletion drops the service's pending times: the annotation is from an older update.
+        t.apply_slice(&annotated("s1", "svc", "10.0.0.5", Some("2026-11-18T11:06:44Z")));
+        t.apply_slice(&annotated("o1", "other", "10.0.0.6", Some("2026-11-18T11:06:45Z")));
+        t.delete_slice("ns", "s2");
+        assert_eq!(t.take_trigger_times(), BTreeMap::from([(ServiceKey::new("ns", "other"), vec![at(1_795_000_005)])]));
     }
 }
