@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
 # rkube-proxy's sync benchmark. Builds the proxy's benchmark test (proxy/tests/sync_bench.rs)
 # in release mode and runs it once per iptables backend (nf_tables, then legacy): for 1,000
-# and 10,000 ClusterIP Services with 2 endpoints each, in fresh network namespaces (nothing
-# touches the root namespace's tables),
-#   - the proxy's full sync (read both tables, render, one iptables-restore) next to a bare
-#     iptables-restore of the same rendered text;
-#   - a one-endpoint change: the proxy's partial sync (render, one iptables-restore of the
-#     changed service's chains plus the shared chains) next to a bare restore of the same text
-#     (median of 5).
+# and 10,000 ClusterIP Services with 2 endpoints each, loaded through a real apiserver on a
+# real etcd (both in-process/child of the benchmark, on loopback) and programmed by the whole
+# proxy into a fresh network namespace (nothing touches the root namespace's tables),
+#   - the proxy's first full sync (read both tables, render, one iptables-restore; its
+#     kubeproxy_sync_full_proxy_rules_duration_seconds) next to a bare iptables-restore of the
+#     same rendered text into another namespace;
+#   - a one-endpoint change written through the API with the
+#     endpoints.kubernetes.io/last-change-trigger-time annotation set to the write time, timed
+#     to the end of the iptables-restore that commits it (the proxy's
+#     kubeproxy_network_programming_duration_seconds), next to a bare restore of the same
+#     partial text (median of 5).
 # It writes the table into the `## rkube-proxy sync` section of docs/benchmarks.md (with any
 # argument, e.g. `--print`, the table is only printed).
 #
-# Needs root, iptables (both backends) and iproute2 (hack/install-deps.sh). The namespaces are
-# removed on exit, failure included (the benchmark's Drop guards). A few minutes after the
-# build: the nf_tables backend restores 10,000 services slowly. Not part of hack/test.sh.
+# Needs root, etcd, iptables (both backends) and iproute2 (hack/install-deps.sh). The namespaces,
+# etcd and the proxy are gone on exit, failure included (the benchmark's Drop guards and
+# PR_SET_PDEATHSIG). A few minutes after the build: loading 20,000 objects through the API, and
+# the nf_tables backend restores 10,000 services slowly. Not part of hack/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 [ "$(id -u)" = 0 ] || { echo "proxy.sh: needs root (network namespaces, iptables)" >&2; exit 1; }
-for c in ip iptables-nft-restore iptables-legacy-restore; do
+for c in ip etcd iptables-nft-restore iptables-legacy-restore; do
   command -v "$c" >/dev/null 2>&1 || { echo "proxy.sh: $c not found; run hack/install-deps.sh" >&2; exit 1; }
 done
 
+load="$(cut -d' ' -f1-3 /proc/loadavg)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/rkube-proxy-bench.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
@@ -29,8 +35,8 @@ echo "== cargo test --release -p rkube-proxy --test integration (build)"
 bin="$(cargo test --release -p rkube-proxy --test integration --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)"
 [ -x "$bin" ] || { echo "proxy.sh: cannot find the built benchmark" >&2; exit 1; }
 {
-  echo "| backend | services | rules | bare full restore | proxy full sync | ratio | bare partial restore | proxy partial sync | ratio |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| backend | services | rules | bare full restore | proxy full sync | ratio | bare partial restore | proxy partial sync | API write → kernel commit | ratio |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
 } >"$work/table.md"
 for backend in nft legacy; do
   echo "== benchmark, $backend backend"
@@ -60,13 +66,20 @@ section="$work/section.md"
   echo
   echo "Command: \`./hack/bench/proxy.sh\` (run $(date -u '+%Y-%m-%d %H:%M UTC'), commit $rev;"
   echo "$(nproc) cores, Linux $(uname -r), $(iptables --version | awk '{print $1, $2}'))."
-  echo "ClusterIP Services with 2 endpoints each, rendered and restored into fresh network namespaces by a"
-  echo "release build. *Proxy full sync* is \`Proxier::sync(full)\` on empty tables: \`iptables-save\` of"
-  echo "filter and nat, the render, and one \`iptables-restore --noflush\` (which also inserts the jump rules);"
-  echo "*bare full restore* is one \`iptables-restore --noflush\` of the same rendered text. The partial"
-  echo "columns move one endpoint of one Service; both restore the same partial text (median of 5). Both"
-  echo "sides go through \`ip netns exec\`. The proxy's time starts at the tracker, not at an EndpointSlice"
-  echo "write in the API."
+  echo "ClusterIP Services with 2 endpoints each, created through a real apiserver (rkube-apiserver's"
+  echo "\`run\` in the benchmark's process, \`rkube_apiserver::testing::TestApiserver\`) on a real etcd, and"
+  echo "programmed by the whole proxy (\`rkube_proxy::run_with\`: watches, tracker, sync loop) into a fresh"
+  echo "network namespace; a release build. *Proxy full sync* is the proxy's first sync"
+  echo "(\`kubeproxy_sync_full_proxy_rules_duration_seconds\`: \`iptables-save\` of filter and nat, the render,"
+  echo "one \`iptables-restore --noflush\` that also inserts the jump rules); *bare full restore* is one"
+  echo "\`iptables-restore --noflush\` of the same rendered text into another namespace. The partial columns"
+  echo "move one endpoint of one Service (median of 5): *API write → kernel commit* starts when the"
+  echo "benchmark stamps \`endpoints.kubernetes.io/last-change-trigger-time\` and PUTs the EndpointSlice, and"
+  echo "ends when the \`iptables-restore\` holding the change returned (the proxy's"
+  echo "\`kubeproxy_network_programming_duration_seconds\`, one observation per round); *proxy partial sync* is"
+  echo "the sync alone (\`kubeproxy_sync_partial_proxy_rules_duration_seconds\`); *bare partial restore*"
+  echo "restores the same partial text. The last ratio is API write → kernel commit over the bare partial"
+  echo "restore. All restores go through \`ip netns exec\`. Load average before the build: $load."
   echo
   cat "$work/table.md"
   echo
