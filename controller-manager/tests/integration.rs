@@ -8,6 +8,7 @@ mod deployment;
 mod disruption;
 mod endpoints;
 mod gc_and_namespace;
+mod informer_cache;
 mod job;
 mod kubectl_delete;
 mod leader_election;

@@ -7,6 +7,11 @@
 //!
 //! Watches only wake the collector; each pass reads the reflector stores and acts through the
 //! API, so a restart loses nothing but the stores.
+//!
+//! upstream: the collector watches through metadata informers (`PartialObjectMetadata`), never
+//! whole objects, and kube-controller-manager trims managedFields from every informer. The
+//! stores here go one step further and keep only the metadata a pass reads ([`trim`]): with
+//! every pod of the cluster in them, a full copy would double the controller-manager's memory.
 
 mod graph;
 
@@ -15,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{stream, StreamExt};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
@@ -28,9 +33,28 @@ pub use graph::{plan, Action as GcAction, Node};
 pub const FOREGROUND: &str = "foregroundDeletion";
 pub const ORPHAN: &str = "orphan";
 
+type Meta = PartialObjectMeta<DynamicObject>;
+
 struct Watched {
     res: Resource,
-    store: Store<DynamicObject>,
+    store: Store<Meta>,
+}
+
+/// Keeps only what [`node_of`] and the actions read: identity, version, deletion, finalizers and
+/// owners. Labels, annotations, managedFields and the rest would only cost memory.
+pub fn trim(o: &mut Meta) {
+    let m = std::mem::take(&mut o.metadata);
+    o.types = None;
+    o.metadata = ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        deletion_timestamp: m.deletion_timestamp,
+        finalizers: m.finalizers,
+        owner_references: m.owner_references,
+        ..ObjectMeta::default()
+    };
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
@@ -41,14 +65,14 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     for res in resources {
         let writer = Writer::new(res.ar.clone());
         let store = writer.as_reader();
-        let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &res.ar);
+        // Api<PartialObjectMeta<_>> lists and watches with `as=PartialObjectMetadata`.
+        let api: Api<Meta> = Api::all_with(ctx.client.clone(), &res.ar);
         let w = wake.clone();
-        let s = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).for_each(
-            move |_| {
-                w.notify_one();
-                futures::future::ready(())
-            },
-        );
+        let events = watcher(api, watcher::Config::default()).modify(trim).default_backoff();
+        let s = reflector::reflector(writer, events).for_each(move |_| {
+            w.notify_one();
+            futures::future::ready(())
+        });
         streams.push(Box::pin(s));
         watched.push(Watched { res, store });
     }
@@ -74,11 +98,11 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     }
 }
 
-fn is_ready(store: &Store<DynamicObject>) -> bool {
+fn is_ready(store: &Store<Meta>) -> bool {
     futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
 }
 
-fn node_of(obj: &DynamicObject, res: usize) -> Node {
+fn node_of(obj: &Meta, res: usize) -> Node {
     let m = &obj.metadata;
     Node {
         res,
@@ -206,4 +230,71 @@ async fn owners_alive(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference, Time};
+    use kube::api::TypeMeta;
+
+    fn full() -> Meta {
+        Meta {
+            types: Some(TypeMeta { api_version: "meta.k8s.io/v1".into(), kind: "PartialObjectMetadata".into() }),
+            metadata: ObjectMeta {
+                name: Some("web-1".into()),
+                generate_name: Some("web-".into()),
+                namespace: Some("default".into()),
+                uid: Some("u1".into()),
+                resource_version: Some("42".into()),
+                creation_timestamp: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+                deletion_timestamp: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+                finalizers: Some(vec![FOREGROUND.into()]),
+                labels: Some([("app".to_string(), "web".to_string())].into()),
+                annotations: Some([("note".to_string(), "x".repeat(100))].into()),
+                managed_fields: Some(vec![ManagedFieldsEntry {
+                    manager: Some("kubectl".into()),
+                    ..Default::default()
+                }]),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "ReplicaSet".into(),
+                    name: "web".into(),
+                    uid: "u0".into(),
+                    block_owner_deletion: Some(true),
+                    controller: Some(true),
+                }]),
+                ..Default::default()
+            },
+            _phantom: Default::default(),
+        }
+    }
+
+    #[test]
+    fn trim_keeps_what_the_collector_reads_and_nothing_else() {
+        let mut o = full();
+        trim(&mut o);
+        let f = full().metadata;
+        assert_eq!(
+            o.metadata,
+            ObjectMeta {
+                name: f.name,
+                namespace: f.namespace,
+                uid: f.uid,
+                resource_version: f.resource_version,
+                deletion_timestamp: f.deletion_timestamp,
+                finalizers: f.finalizers,
+                owner_references: f.owner_references,
+                ..Default::default()
+            }
+        );
+        assert_eq!(o.types, None);
+    }
+
+    #[test]
+    fn a_trimmed_object_makes_the_same_graph_node() {
+        let mut o = full();
+        trim(&mut o);
+        assert_eq!(node_of(&o, 3), node_of(&full(), 3));
+    }
 }
