@@ -89,6 +89,8 @@ pub struct Options {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    #[arg(long, default_value = "", long_help = component_base::featuregate::FeatureGates::help())]
+    pub feature_gates: component_base::featuregate::FeatureGates,
 }
 
 /// A started server, for tests and `main`.
@@ -167,7 +169,12 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> anyhow::Result<R
         .await
         .context("connecting to etcd")?
         .with_metrics(etcd_latency.clone());
-    let registry = Registry::new(&RegistryConfig { etcd: Some(etcd.clone()), service_cidr: cidr, node_ports });
+    let registry = Registry::new(&RegistryConfig {
+        etcd: Some(etcd.clone()),
+        service_cidr: cidr,
+        node_ports,
+        feature_gates: opts.feature_gates.clone(),
+    });
     let store = Store::new(etcd, registry, opts.default_watch_cache_size, &cancel);
     bootstrap(&store, cidr, advertise, addr.port()).await?;
 

@@ -4,6 +4,7 @@
 mod apply;
 mod bad_input;
 mod crash;
+mod feature_gates;
 mod kubectl;
 mod kubelet_proxy;
 mod limits;

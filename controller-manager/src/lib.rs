@@ -75,6 +75,8 @@ pub struct Options {
     /// local cluster whose nodes share the host's filesystem.
     #[arg(long)]
     pub local_path_shared: bool,
+    #[arg(long, default_value = "", long_help = component_base::featuregate::FeatureGates::help())]
+    pub feature_gates: component_base::featuregate::FeatureGates,
 }
 
 /// Parses a Go-style duration as upstream's flags take them: `40s`, `5m`, `1h`, `500ms`, `1m30s`.

@@ -110,6 +110,10 @@ pub struct Options {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    /// Accepted as upstream's components accept every gate; none of them changes this
+    /// component yet.
+    #[arg(long, default_value = "", long_help = component_base::featuregate::FeatureGates::help())]
+    pub feature_gates: component_base::featuregate::FeatureGates,
 }
 
 /// Why the kubelet could not start or stopped.

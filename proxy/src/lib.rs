@@ -63,6 +63,10 @@ pub struct Options {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    /// Accepted as upstream's components accept every gate; none of them changes this
+    /// component yet.
+    #[arg(long, default_value = "", long_help = component_base::featuregate::FeatureGates::help())]
+    pub feature_gates: component_base::featuregate::FeatureGates,
 }
 
 /// Parses a Go-style duration as upstream's flags take them: `1s`, `500ms`, `1m30s`.

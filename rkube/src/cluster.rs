@@ -288,6 +288,7 @@ pub async fn create(env: &Env, opts: CreateOptions, cancel: &CancellationToken) 
             bin_dir: env.bin_dir.clone(),
             nodes,
             shared_storage: spec.shared_storage,
+            feature_gates: spec.feature_gates.to_flag(),
         };
         state::save(&env.state_root, &st)?;
         // the blackhole routes mark the ranges as taken for creates that do not see our record

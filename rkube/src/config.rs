@@ -37,8 +37,8 @@ pub enum ConfigError {
     Taint(String),
     #[error("invalid label {0:?}: expected key=value")]
     Label(String),
-    #[error("featureGates are not supported yet: the rkube components do not take --feature-gates")]
-    FeatureGates,
+    #[error("featureGates: {0}")]
+    FeatureGates(#[from] component_base::featuregate::Error),
     #[error("extraPortMappings: hostPort {0} is used twice")]
     DuplicateHostPort(u16),
 }
@@ -222,6 +222,8 @@ pub struct ClusterSpec {
     pub service_subnet: Option<Ipv4Net>,
     pub mirrors: Vec<String>,
     pub shared_storage: bool,
+    /// Passed to every component that takes `--feature-gates`, as kind does.
+    pub feature_gates: component_base::featuregate::FeatureGates,
 }
 
 pub const DEFAULT_NAME: &str = "rkube";
@@ -247,9 +249,8 @@ pub fn resolve(file: Option<ClusterConfig>, flags: &Overrides) -> Result<Cluster
         kind: KIND.to_owned(),
         ..ClusterConfig::default()
     });
-    if !file.feature_gates.is_empty() {
-        return Err(ConfigError::FeatureGates);
-    }
+    // Checked here so a wrong gate stops `create` before anything is made, not a component.
+    let feature_gates = component_base::featuregate::FeatureGates::from_map(&file.feature_gates)?;
     let name = flags.name.clone().or(file.name.clone()).unwrap_or_else(|| DEFAULT_NAME.to_owned());
     validate_cluster_name(&name)?;
     let mut nodes_cfg = file.nodes.clone();
@@ -298,6 +299,7 @@ pub fn resolve(file: Option<ClusterConfig>, flags: &Overrides) -> Result<Cluster
         service_subnet: file.networking.service_subnet,
         mirrors: file.registry.mirrors,
         shared_storage: flags.shared_storage || file.storage.shared,
+        feature_gates,
     })
 }
 
@@ -422,6 +424,15 @@ registry:
     }
 
     #[test]
+    fn feature_gates_from_the_file() {
+        let text = "apiVersion: rkube.dev/v1alpha1\nkind: Cluster\n\
+                    featureGates:\n  MaxUnavailableStatefulSet: true\n  SchedulerPopFromBackoffQ: false\n";
+        let spec = resolve(Some(parse(text, "c").unwrap()), &Overrides::default()).unwrap();
+        assert_eq!(spec.feature_gates.to_flag(), "MaxUnavailableStatefulSet=true,SchedulerPopFromBackoffQ=false");
+        assert_eq!(resolve(None, &Overrides::default()).unwrap().feature_gates.to_flag(), "");
+    }
+
+    #[test]
     fn shared_storage_from_the_file_or_the_flag() {
         let text = "apiVersion: rkube.dev/v1alpha1\nkind: Cluster\nstorage:\n  shared: true\n";
         let spec = resolve(Some(parse(text, "c.yaml").unwrap()), &Overrides::default()).unwrap();
@@ -485,7 +496,8 @@ registry:
         let file = parse("apiVersion: rkube.dev/v1alpha1\nkind: Cluster\nnodes:\n- name: a\n- name: a\n", "c").unwrap();
         assert!(matches!(resolve(Some(file), &Overrides::default()), Err(ConfigError::DuplicateNode(_))));
         let file = parse("apiVersion: rkube.dev/v1alpha1\nkind: Cluster\nfeatureGates: {Foo: true}\n", "c").unwrap();
-        assert!(matches!(resolve(Some(file), &Overrides::default()), Err(ConfigError::FeatureGates)));
+        let e = resolve(Some(file), &Overrides::default()).unwrap_err();
+        assert_eq!(e.to_string(), "featureGates: unrecognized feature gate: Foo");
     }
 
     #[test]

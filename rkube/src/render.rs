@@ -534,14 +534,31 @@ pub fn control_plane(state: &ClusterState, paths: &Paths) -> Vec<ProcSpec> {
     }
     out.into_iter()
         .map(|(component, argv)| ProcSpec {
+            argv: with_feature_gates(state, component, argv),
             component,
             node: None,
-            argv,
             place: Place::Host,
             pid_file: paths.pid_file(component.name(), None),
             log_file: paths.log_file(component.name(), None),
         })
         .collect()
+}
+
+/// Adds the cluster's `--feature-gates` to the Kubernetes components (kind passes them to
+/// all of them); etcd, the registry, containerd and DNS have none.
+fn with_feature_gates(state: &ClusterState, component: Component, mut argv: Vec<String>) -> Vec<String> {
+    let takes_gates = matches!(
+        component,
+        Component::Apiserver
+            | Component::Scheduler
+            | Component::ControllerManager
+            | Component::Kubelet
+            | Component::Proxy
+    );
+    if takes_gates && !state.feature_gates.is_empty() {
+        argv.push(format!("--feature-gates={}", state.feature_gates));
+    }
+    argv
 }
 
 /// One node's processes in start order.
@@ -615,9 +632,9 @@ pub fn node_processes(state: &ClusterState, paths: &Paths, node: &NodeState) -> 
     }
     out.into_iter()
         .map(|(component, argv)| ProcSpec {
+            argv: with_feature_gates(state, component, argv),
             component,
             node: Some(n.to_owned()),
-            argv,
             place: place.clone(),
             pid_file: paths.pid_file(component.name(), Some(n)),
             log_file: paths.log_file(component.name(), Some(n)),
@@ -760,6 +777,24 @@ mod tests {
         let cm = control_plane(&st, &paths)[4].argv.join(" ");
         assert!(cm.ends_with("--local-path-root /var/lib/rkube/clusters/dev/local-path --local-path-shared"), "{cm}");
         st.shared_storage = false;
+        st.feature_gates = "MaxUnavailableStatefulSet=true".into();
+        let gated: Vec<Component> = control_plane(&st, &paths)
+            .iter()
+            .chain(&node_processes(&st, &paths, &st.nodes[0]))
+            .filter(|p| p.argv.last().map(String::as_str) == Some("--feature-gates=MaxUnavailableStatefulSet=true"))
+            .map(|p| p.component)
+            .collect();
+        assert_eq!(
+            gated,
+            [
+                Component::Apiserver,
+                Component::Scheduler,
+                Component::ControllerManager,
+                Component::Kubelet,
+                Component::Proxy
+            ]
+        );
+        st.feature_gates.clear();
         let node = node_processes(&st, &paths, &st.nodes[0]);
         assert_eq!(
             node.iter().map(|p| p.component).collect::<Vec<_>>(),

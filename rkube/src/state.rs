@@ -93,6 +93,9 @@ pub struct ClusterState {
     /// Local-path volumes in one folder for all nodes, without node affinity.
     #[serde(default)]
     pub shared_storage: bool,
+    /// `--feature-gates` for every component that takes it (`A=true,B=false`; empty = defaults).
+    #[serde(default)]
+    pub feature_gates: String,
 }
 
 impl ClusterState {
@@ -269,6 +272,7 @@ pub(crate) mod tests {
             bin_dir: PathBuf::from("/opt/rkube/bin"),
             nodes,
             shared_storage: false,
+            feature_gates: String::new(),
         }
     }
 

@@ -70,6 +70,8 @@ pub struct Options {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    #[arg(long, default_value = "", long_help = component_base::featuregate::FeatureGates::help())]
+    pub feature_gates: component_base::featuregate::FeatureGates,
 }
 
 /// `15s`, `500ms`, `2m` (what the leader-election flags take).
@@ -115,6 +117,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
         None
     };
     let pct = opts.percentage_of_nodes_to_score;
+    let pop_from_backoff = opts.feature_gates.enabled(component_base::featuregate::SCHEDULER_POP_FROM_BACKOFF_Q);
     let result = if opts.leader_elect {
         let mut cfg = component_base::leaderelection::Config::new(
             &opts.leader_elect_resource_namespace,
@@ -127,14 +130,14 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
         let store =
             Arc::new(component_base::leaderelection::KubeLeaseStore::new(client.clone(), &cfg.namespace, &cfg.name));
         component_base::leaderelection::run(cfg, store, cancel.clone(), move |leading| async move {
-            if let Err(e) = schedule(client, metrics, pct, leading).await {
+            if let Err(e) = schedule(client, metrics, pct, pop_from_backoff, leading).await {
                 tracing::error!(error = %e, "scheduler stopped");
             }
         })
         .await
         .map_err(anyhow::Error::from)
     } else {
-        schedule(client, metrics, pct, cancel.clone()).await
+        schedule(client, metrics, pct, pop_from_backoff, cancel.clone()).await
     };
     if let Some(s) = server {
         s.await.ok();
@@ -143,11 +146,12 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
 }
 
 /// Starts the informers, waits for the pod and node caches to fill, then schedules until
-/// `cancel`.
+/// `cancel`. `pop_from_backoff` is the SchedulerPopFromBackoffQ feature gate.
 pub async fn schedule(
     client: kube::Client,
     metrics: metrics::Metrics,
     percentage_of_nodes_to_score: usize,
+    pop_from_backoff: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
@@ -162,7 +166,8 @@ pub async fn schedule(
         Arc::new(listers::StoreListers::start(&client, &tasks, &cancel, volumes_changed));
     let fw = plugins::default_framework(&plugins::Handle { listers: listers.clone() }, percentage_of_nodes_to_score);
     let writer = Arc::new(writer::KubeWriter { client: client.clone() });
-    let sched = scheduler::Scheduler::new(fw, listers, writer, metrics);
+    let queue = framework::queue::Queue::with_pop_from_backoff(pop_from_backoff);
+    let sched = scheduler::Scheduler::with_queue(fw, listers, writer, metrics, queue);
     let _ = sched_cell.set(sched.clone());
 
     let pods_synced = CancellationToken::new();

@@ -60,12 +60,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Scheduler {
     pub fn new(fw: Framework, listers: Arc<dyn Listers>, writer: Arc<dyn ApiWriter>, metrics: Metrics) -> Arc<Self> {
+        Self::with_queue(fw, listers, writer, metrics, Queue::new())
+    }
+
+    /// A scheduler whose queue is set up by the caller (the feature gates shape it).
+    pub fn with_queue(
+        fw: Framework,
+        listers: Arc<dyn Listers>,
+        writer: Arc<dyn ApiWriter>,
+        metrics: Metrics,
+        queue: Queue,
+    ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         Arc::new(Scheduler {
             fw,
             listers,
             cache: Mutex::new(Cache::new()),
-            queue: Mutex::new(Queue::new()),
+            queue: Mutex::new(queue),
             wake: Notify::new(),
             writer,
             metrics,

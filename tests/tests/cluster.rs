@@ -257,6 +257,15 @@ fn bad_input_is_refused_and_leaves_nothing() {
         err.contains("line 5") && err.contains("nodes[1].role") && err.contains("unknown variant `master`"),
         "{err}"
     );
+    // a feature gate rkube does not know
+    std::fs::write(&cfg, "apiVersion: rkube.dev/v1alpha1\nkind: Cluster\nfeatureGates: {NoSuchGate: true}\n").unwrap();
+    let out = probe.rkube(&["cluster", "create", "--name", &probe.name, "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("featureGates: unrecognized feature gate: NoSuchGate"),
+        "{}",
+        out_text(&out)
+    );
     // not root
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -287,7 +296,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
     std::fs::write(
         &cfg,
         format!(
-            "apiVersion: rkube.dev/v1alpha1\nkind: Cluster\nname: {}\nnodes:\n- role: control-plane\n- role: worker\n  labels: {{tier: web}}\n  extraPortMappings:\n  - {{containerPort: 30080, hostPort: {host_port}}}\n",
+            "apiVersion: rkube.dev/v1alpha1\nkind: Cluster\nname: {}\nfeatureGates: {{MaxUnavailableStatefulSet: true}}\nnodes:\n- role: control-plane\n- role: worker\n  labels: {{tier: web}}\n  extraPortMappings:\n  - {{containerPort: 30080, hostPort: {host_port}}}\n",
             a.name
         ),
     )
@@ -315,6 +324,20 @@ fn bad_input_is_refused_and_leaves_nothing() {
         assert_eq!(taints, "node-role.kubernetes.io/control-plane");
         assert_eq!(a.kubectl_ok(&["get", "node", &nodes[1].0, "-o", "jsonpath={.metadata.labels.tier}"]), "web");
     }
+    // the file's featureGates reached the apiserver: it keeps a StatefulSet's maxUnavailable,
+    // which upstream v1.33's default (the gate off) drops
+    let sts = a.home.path().join("sts.yaml");
+    std::fs::write(
+        &sts,
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: gated}\nspec:\n  serviceName: gated\n  replicas: 0\n  \
+         selector: {matchLabels: {app: gated}}\n  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 2}}\n  \
+         template:\n    metadata: {labels: {app: gated}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    )
+    .unwrap();
+    a.kubectl_ok(&["apply", "-f", sts.to_str().unwrap()]);
+    let kept =
+        a.kubectl_ok(&["get", "sts", "gated", "-o", "jsonpath={.spec.updateStrategy.rollingUpdate.maxUnavailable}"]);
+    assert_eq!(kept, "2");
 
     // the name is taken: refused, and the existing cluster is untouched
     let out = a.rkube(&["cluster", "create", "--name", &a.name, "--nodes", "1"]);

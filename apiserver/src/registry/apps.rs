@@ -114,7 +114,14 @@ workload!(ReplicaSetStrategy, |spec| {
     set_if_missing(spec, "replicas", json!(1));
 });
 
-workload!(StatefulSetStrategy, |spec| {
+/// StatefulSets: the workload behaviour plus the MaxUnavailableStatefulSet feature gate.
+pub struct StatefulSetStrategy {
+    /// The gate: with it off, `updateStrategy.rollingUpdate.maxUnavailable` is dropped on
+    /// writes unless the stored object already uses it, and is not defaulted (as upstream).
+    pub max_unavailable: bool,
+}
+
+fn statefulset_defaults(spec: &mut Value, max_unavailable: bool) {
     set_if_missing(spec, "replicas", json!(1));
     set_if_missing(spec, "podManagementPolicy", json!("OrderedReady"));
     set_if_missing(spec, "revisionHistoryLimit", json!(10));
@@ -125,6 +132,9 @@ workload!(StatefulSetStrategy, |spec| {
             *ru = json!({});
         }
         set_if_missing(ru, "partition", json!(0));
+        if max_unavailable {
+            set_if_missing(ru, "maxUnavailable", json!(1));
+        }
     }
     set_if_missing(
         spec,
@@ -136,7 +146,53 @@ workload!(StatefulSetStrategy, |spec| {
             set_if_missing(&mut t["spec"], "volumeMode", json!("Filesystem"));
         }
     }
-});
+}
+
+fn max_unavailable_of(obj: &Value) -> Option<&Value> {
+    obj.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable").filter(|v| !v.is_null())
+}
+
+impl StatefulSetStrategy {
+    /// upstream `dropStatefulSetDisabledFields`.
+    fn drop_disabled_fields(&self, new: &mut Value, old: Option<&Value>) {
+        if self.max_unavailable || old.and_then(max_unavailable_of).is_some() {
+            return;
+        }
+        if let Some(ru) = new.pointer_mut("/spec/updateStrategy/rollingUpdate").and_then(Value::as_object_mut) {
+            ru.remove("maxUnavailable");
+        }
+    }
+}
+
+impl Strategy for StatefulSetStrategy {
+    fn status_subresource(&self) -> bool {
+        true
+    }
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+    fn default(&self, obj: &mut Value) {
+        statefulset_defaults(&mut obj["spec"], self.max_unavailable);
+        defaults::pod_template_in(obj, &["spec", "template"]);
+    }
+    fn prepare_for_create(&self, obj: &mut Value) {
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+        self.drop_disabled_fields(obj, None);
+    }
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) {
+        self.drop_disabled_fields(new, Some(old));
+    }
+    fn validate(&self, obj: &Value) -> FieldErrors {
+        validate_selector_and_template(obj)
+    }
+    fn validate_update(&self, new: &Value, old: &Value) -> FieldErrors {
+        let mut errs = self.validate(new);
+        selector_immutable(new, old, &mut errs);
+        errs
+    }
+}
 
 workload!(DaemonSetStrategy, |spec| {
     set_if_missing(spec, "revisionHistoryLimit", json!(10));

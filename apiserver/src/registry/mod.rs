@@ -103,6 +103,7 @@ pub struct RegistryConfig {
     pub etcd: Option<crate::storage::Etcd>,
     pub service_cidr: core::services::Cidr,
     pub node_ports: (u16, u16),
+    pub feature_gates: component_base::featuregate::FeatureGates,
 }
 
 /// Decodes into the typed struct and encodes back, which prunes unknown fields and gives
@@ -168,7 +169,14 @@ impl Registry {
                 ("apps", "daemonsets") => (round_trip::<appsv1::DaemonSet>, Box::new(apps::DaemonSetStrategy)),
                 ("apps", "deployments") => (round_trip::<appsv1::Deployment>, Box::new(apps::DeploymentStrategy)),
                 ("apps", "replicasets") => (round_trip::<appsv1::ReplicaSet>, Box::new(apps::ReplicaSetStrategy)),
-                ("apps", "statefulsets") => (round_trip::<appsv1::StatefulSet>, Box::new(apps::StatefulSetStrategy)),
+                ("apps", "statefulsets") => (
+                    round_trip::<appsv1::StatefulSet>,
+                    Box::new(apps::StatefulSetStrategy {
+                        max_unavailable: cfg
+                            .feature_gates
+                            .enabled(component_base::featuregate::MAX_UNAVAILABLE_STATEFUL_SET),
+                    }),
+                ),
                 ("batch", "cronjobs") => (round_trip::<batchv1::CronJob>, Box::new(batch::CronJobStrategy)),
                 ("batch", "jobs") => (round_trip::<batchv1::Job>, Box::new(batch::JobStrategy)),
                 ("coordination.k8s.io", "leases") => (round_trip::<coordination::Lease>, Box::new(generic::Plain)),

@@ -23,8 +23,13 @@ pub struct Server {
 }
 
 pub fn options(etcd: &str, cert_dir: &Path, prefix: &str) -> rkube_apiserver::Options {
+    options_with(etcd, cert_dir, prefix, &[])
+}
+
+/// [`options`] with more flags.
+pub fn options_with(etcd: &str, cert_dir: &Path, prefix: &str, extra: &[&str]) -> rkube_apiserver::Options {
     use clap::Parser;
-    rkube_apiserver::Options::parse_from([
+    let mut args = vec![
         "rkube-apiserver",
         "--etcd-servers",
         etcd,
@@ -34,7 +39,9 @@ pub fn options(etcd: &str, cert_dir: &Path, prefix: &str) -> rkube_apiserver::Op
         "0",
         "--cert-dir",
         cert_dir.to_str().expect("utf-8 path"),
-    ])
+    ];
+    args.extend_from_slice(extra);
+    rkube_apiserver::Options::parse_from(args)
 }
 
 pub fn admin_client(cert_dir: &Path) -> reqwest::Client {
@@ -59,10 +66,19 @@ impl Server {
     }
 
     pub async fn start_with(etcd_endpoint: String, cert_dir: tempfile::TempDir, prefix: String) -> Self {
+        Self::start_with_args(etcd_endpoint, cert_dir, prefix, &[]).await
+    }
+
+    /// [`Server::start_with`] with more flags.
+    pub async fn start_with_args(
+        etcd_endpoint: String,
+        cert_dir: tempfile::TempDir,
+        prefix: String,
+        extra: &[&str],
+    ) -> Self {
         let cancel = CancellationToken::new();
-        let running = rkube_apiserver::start(options(&etcd_endpoint, cert_dir.path(), &prefix), cancel.clone())
-            .await
-            .expect("apiserver starts");
+        let opts = options_with(&etcd_endpoint, cert_dir.path(), &prefix, extra);
+        let running = rkube_apiserver::start(opts, cancel.clone()).await.expect("apiserver starts");
         let base = format!("https://127.0.0.1:{}", running.addr.port());
         let client = admin_client(cert_dir.path());
         let s = Server { running: Some(running), base, client, cert_dir, prefix, cancel, etcd_endpoint };

@@ -1,6 +1,7 @@
-//! What every rkube binary needs: logging setup, the shutdown signal, and the cluster's TLS
+//! What every rkube binary needs: logging setup, the shutdown signal, feature gates, and the cluster's TLS
 //! material (CA, serving and client certificates) and kubeconfig files.
 
+pub mod featuregate;
 pub mod kubeconfig;
 pub mod leaderelection;
 pub mod logging;

@@ -5,7 +5,8 @@
 //! - backoffQ: pods that failed recently, each waiting 1 s doubling per attempt up to 10 s.
 //!   As upstream 1.33 (SchedulerPopFromBackoffQ, beta and on by default), an idle scheduler
 //!   takes pods that were unschedulable from the backoffQ before their backoff ends; pods
-//!   backing off after an error (a failed binding) still wait it out.
+//!   backing off after an error (a failed binding) still wait it out. With the gate off
+//!   every pod waits its backoff out, as before 1.33.
 //! - unschedulable: pods no node fits; they move back when a cluster event that could help
 //!   them happens (an event names the plugins it can help; a pod rejected by other plugins
 //!   stays), and after 5 minutes at the latest.
@@ -81,6 +82,8 @@ pub struct Popped {
 
 #[derive(Debug, Default)]
 pub struct Queue {
+    /// The SchedulerPopFromBackoffQ feature gate.
+    pop_from_backoff: bool,
     pods: HashMap<String, Entry>,
     active: BinaryHeap<ActiveKey>,
     backoff: BinaryHeap<Reverse<(Instant, u64, String)>>,
@@ -112,7 +115,12 @@ fn created(info: &PodInfo) -> i64 {
 
 impl Queue {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_pop_from_backoff(true)
+    }
+
+    /// A queue with the SchedulerPopFromBackoffQ gate as given.
+    pub fn with_pop_from_backoff(on: bool) -> Self {
+        Self { pop_from_backoff: on, ..Self::default() }
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -265,7 +273,7 @@ impl Queue {
         }
         // upstream SchedulerPopFromBackoffQ: nothing else to do, so the pod whose backoff
         // ends first goes now (the claim or node it waited for may be there already).
-        while self.flush_one(false, now, true) {
+        while self.pop_from_backoff && self.flush_one(false, now, true) {
             if let Some(p) = self.pop_active(now) {
                 return Some(p);
             }
@@ -492,6 +500,21 @@ mod tests {
         // An error backoff (a failed binding) is a rate limit and is waited out.
         q.requeue_backoff(&again.info.uid, t1);
         assert!(q.pop(t1 + Duration::from_millis(100)).is_none());
+    }
+
+    #[test]
+    fn with_the_gate_off_an_idle_queue_waits_the_backoff_out() {
+        let mut q = Queue::with_pop_from_backoff(false);
+        let t0 = Instant::now();
+        q.add_or_update(info("p", 0, 0), t0);
+        let p = q.pop(t0).expect("ready");
+        q.requeue_unschedulable(&p.info.uid, p.cycle, vec!["VolumeBinding"], t0);
+        let t1 = t0 + Duration::from_millis(10);
+        q.move_for_event(Some(&["VolumeBinding"]), t1);
+        assert!(q.pop(t1).is_none(), "idle, but the pod is still backing off");
+        assert_eq!(q.location(&p.info.uid), Some(Location::Backoff));
+        let again = q.pop(t1 + Duration::from_secs(1)).expect("backoff over");
+        assert_eq!((again.info.name.as_str(), again.attempts), ("p", 2));
     }
 
     #[test]

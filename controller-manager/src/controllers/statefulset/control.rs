@@ -59,6 +59,8 @@ pub struct Input<'a> {
     pub update: (&'a PodTemplateSpec, &'a str),
     pub collision_count: i32,
     pub now: Timestamp,
+    /// The MaxUnavailableStatefulSet feature gate (alpha, off by default in upstream 1.33).
+    pub max_unavailable_gate: bool,
 }
 
 /// upstream processReplica: the step for the replica at slot `i`; true = stop here.
@@ -145,7 +147,7 @@ fn status_of(input: &Input, replicas: &[Arc<Pod>], condemned: &[Arc<Pod>]) -> St
     st
 }
 
-/// upstream updateStatefulSet (with the MaxUnavailableStatefulSet behaviour for updates).
+/// upstream updateStatefulSet, rolling updates with or without the MaxUnavailableStatefulSet gate.
 pub fn plan(input: &Input) -> Plan {
     let set = input.set;
     let start = start_ordinal(set);
@@ -201,6 +203,24 @@ pub fn plan(input: &Input) -> Plan {
         return Plan { steps, status };
     }
 
+    let update_min = partition(set).max(0) as usize;
+    if !input.max_unavailable_gate {
+        // Without the gate, upstream replaces one pod at a time from the top ordinal down to
+        // the partition, and waits while the pod it reached is unhealthy.
+        for target in (update_min..replicas.len()).rev() {
+            let p = &replicas[target];
+            if pod_revision(p) != input.update.1 && !is_terminating(p) {
+                steps.push(Step::Delete(p.clone(), DeleteReason::Update));
+                status.current_replicas = Some(status.current_replicas.unwrap_or(0) - 1);
+                break;
+            }
+            if !is_healthy(p) {
+                break;
+            }
+        }
+        return Plan { steps, status };
+    }
+
     // Rolling update: count what is unavailable across all replicas, then delete old-revision
     // pods from the top ordinal down to the partition, up to maxUnavailable.
     let min_ready = min_ready_seconds(set);
@@ -211,7 +231,6 @@ pub fn plan(input: &Input) -> Plan {
         return Plan { steps, status };
     }
     let mut to_delete = max_unavailable - unavailable;
-    let update_min = partition(set).max(0) as usize;
     for target in (update_min..replicas.len()).rev() {
         if to_delete == 0 {
             break;
@@ -286,6 +305,15 @@ mod tests {
     }
 
     fn run_with(s: &StatefulSet, pods: &[Arc<Pod>], claims: &BTreeMap<String, Arc<PersistentVolumeClaim>>) -> Plan {
+        run_gated(s, pods, claims, true)
+    }
+
+    fn run_gated(
+        s: &StatefulSet,
+        pods: &[Arc<Pod>],
+        claims: &BTreeMap<String, Arc<PersistentVolumeClaim>>,
+        max_unavailable_gate: bool,
+    ) -> Plan {
         let (cur, upd) = (template("v1"), template("v2"));
         plan(&Input {
             set: s,
@@ -295,6 +323,7 @@ mod tests {
             update: (&upd, "web-v2"),
             collision_count: 0,
             now: Timestamp::from_second(100).expect("ts"),
+            max_unavailable_gate,
         })
     }
 
@@ -445,6 +474,23 @@ mod tests {
         );
         let pods = [old[0].clone(), old[1].clone(), old[2].clone(), pod(&s, 3, "Running", false, "web-v2")];
         assert_eq!(show(&run(&s, &pods)), ["delete web-2 (Update)"], "one already unavailable");
+    }
+
+    #[test]
+    fn without_the_gate_max_unavailable_is_ignored_and_one_pod_goes_at_a_time() {
+        let s = set(4, json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}}}));
+        let old: Vec<_> = (0..4).map(|i| pod(&s, i, "Running", true, "web-v1")).collect();
+        let none = BTreeMap::new();
+        let p = run_gated(&s, &old, &none, false);
+        assert_eq!(show(&p), ["delete web-3 (Update)"]);
+        assert_eq!(p.status.current_replicas, Some(3));
+        // The replaced top pod is back but not ready yet: the update waits for it.
+        let mut pods = old.clone();
+        pods[3] = pod(&s, 3, "Running", false, "web-v2");
+        assert!(show(&run_gated(&s, &pods, &none, false)).is_empty());
+        // Ready now: the next one down goes.
+        pods[3] = pod(&s, 3, "Running", true, "web-v2");
+        assert_eq!(show(&run_gated(&s, &pods, &none, false)), ["delete web-2 (Update)"]);
     }
 
     #[test]

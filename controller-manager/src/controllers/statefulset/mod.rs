@@ -57,6 +57,8 @@ struct Ssc {
     queue: Arc<Queue>,
     exp: Expectations,
     control: PodControl<KubeObjects>,
+    /// The MaxUnavailableStatefulSet feature gate.
+    max_unavailable_gate: bool,
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
@@ -73,6 +75,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             claims: ctx.informers.get::<PersistentVolumeClaim>(),
             recorder: ctx.recorder(COMPONENT),
         },
+        max_unavailable_gate: ctx.opts.feature_gates.enabled(component_base::featuregate::MAX_UNAVAILABLE_STATEFUL_SET),
     });
     // Handlers hold a weak reference so the informers do not keep a stopped controller alive.
     let weak = Arc::downgrade(&ssc);
@@ -243,6 +246,7 @@ impl Ssc {
             update: (&update_template, &update_name),
             collision_count,
             now: Timestamp::now(),
+            max_unavailable_gate: self.max_unavailable_gate,
         });
         let step_err = if self.exp.satisfied(key) {
             self.control.execute(&self.exp, &set, key, &update_template, &plan.steps).await.err()
