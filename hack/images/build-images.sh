@@ -32,6 +32,12 @@ declare -A REFS=(
 IMAGES=(pause busybox nginx)
 INPUTS=("$HERE/build-images.sh" "$HERE/pause.c" /bin/busybox)
 
+# Tests in parallel processes all ask for the images: one builds, the others wait for it and
+# then find the archives up to date (two builds in one work dir break each other).
+mkdir -p "$OUT"
+exec 9>"$OUT/.lock"
+flock 9
+
 # ---- up to date? ----
 # The archives must be newer than every input, and the inputs' contents (this script, pause.c,
 # the busybox binary, the cached nginx packages) must be the ones the last build recorded: dpkg
