@@ -1,7 +1,8 @@
 //! The EndpointSlice and Endpoints controllers against a real apiserver: a Service's slice
 //! lists its pods with the named targetPort resolved, node, zone and conditions; a pod that
 //! turns not-ready is marked so in the slice and moves to notReadyAddresses; the `kubernetes`
-//! Service is left to the apiserver; a deleted Service's Endpoints go.
+//! Service is left to the apiserver; a deleted Service's Endpoints go. The slice rewritten for a
+//! readiness change carries that transition's time as `endpoints.kubernetes.io/last-change-trigger-time`.
 
 use crate::common::{active_pods, Cluster, WAIT};
 use component_base::testing::eventually;
@@ -76,6 +77,20 @@ async fn services_get_endpoint_slices_and_endpoints_that_follow_readiness() {
     let victim = active_pods(&client, "default", "web").await[0].metadata.name.clone().expect("name");
     kubelet.set_ready("default", &victim, false).await;
     eventually("2 of 3 ready in the slice", WAIT, || async { ready_count(&slices(&slice_api).await) == (3, 2) }).await;
+    // upstream: the rewrite's trigger is the pod's Ready transition, for kube-proxy's
+    // network programming latency.
+    let pod = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), "default")
+        .get(&victim)
+        .await
+        .expect("victim");
+    let transition = pod.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
+    let transition = transition.and_then(|c| c.last_transition_time).expect("a Ready transition").0.to_string();
+    let annotations = slices(&slice_api).await[0].metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.get("endpoints.kubernetes.io/last-change-trigger-time"),
+        Some(&transition),
+        "{annotations:?}"
+    );
     eventually("notReadyAddresses", WAIT, || async {
         let e = eps.get("web").await.expect("ep");
         let s = e.subsets.unwrap_or_default();

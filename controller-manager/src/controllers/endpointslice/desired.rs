@@ -134,7 +134,8 @@ pub fn endpoint_ports(svc: &Service, p: &Pod) -> Vec<EndpointPort> {
         .collect()
 }
 
-fn selected<'a>(svc: &Service, pods: &'a [Arc<Pod>]) -> Vec<&'a Arc<Pod>> {
+/// The pods `svc`'s selector matches (none for a Service without a selector).
+pub fn selected<'a>(svc: &Service, pods: &'a [Arc<Pod>]) -> Vec<&'a Arc<Pod>> {
     let sel = svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
     if sel.is_empty() {
         return Vec::new();

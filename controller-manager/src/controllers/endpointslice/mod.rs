@@ -14,6 +14,7 @@
 //! surplus deleted. The contents match upstream; which slice an endpoint lands in may not.
 
 pub mod desired;
+pub mod trigger_time;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use super::informer::{key_of, split_key, Informer};
 use super::owner::controller_ref;
 use super::workqueue::Queue;
 use super::Context;
-use desired::{desired_slices, port_key, Group};
+use desired::{desired_slices, port_key, selected, Group};
+use trigger_time::{TriggerTimeTracker, LAST_CHANGE_TRIGGER_TIME};
 
 pub const NAME: &str = "endpointslice";
 pub const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
@@ -44,6 +46,7 @@ struct Esc {
     nodes: Arc<Informer<Node>>,
     slices: Arc<Informer<EndpointSlice>>,
     queue: Arc<Queue>,
+    trigger_times: TriggerTimeTracker,
 }
 
 /// The keys of the Services in the pod's namespace whose selector matches the pod's labels.
@@ -89,6 +92,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         nodes: ctx.informers.get::<Node>(),
         slices: ctx.informers.get::<EndpointSlice>(),
         queue: Arc::new(Queue::new()),
+        trigger_times: TriggerTimeTracker::default(),
     });
     watch_services_and_pods(&esc.services, &esc.pods, &esc.queue);
     let q = Arc::downgrade(&esc.queue);
@@ -124,6 +128,7 @@ impl Esc {
         let (ns, name) = split_key(key);
         let Some(svc) = self.services.get(ns, name) else {
             // Our slices carry the Service as owner: the garbage collector removes them.
+            self.trigger_times.delete_service(key);
             return Ok(None);
         };
         if svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_none_or(|s| s.is_empty()) {
@@ -139,6 +144,13 @@ impl Esc {
             })
             .collect();
         let pods = self.pods.list_namespace(ns);
+        let triggered = {
+            let selected: Vec<&Pod> = selected(&svc, &pods).into_iter().map(|p| p.as_ref()).collect();
+            self.trigger_times.compute(key, &svc, &selected)
+        };
+        // upstream: slices this sync creates or rewrites carry the trigger time, or lose the
+        // annotation when the sync has none; slices left as they are keep theirs.
+        let annotations = triggered.map(|t| BTreeMap::from([(LAST_CHANGE_TRIGGER_TIME.to_string(), t.to_string())]));
         let want = desired_slices(&svc, &pods, &zones, MAX_PER_SLICE);
         let mut have: BTreeMap<String, Vec<Arc<EndpointSlice>>> = BTreeMap::new();
         for s in self.slices.list_namespace(ns) {
@@ -164,6 +176,7 @@ impl Esc {
                         generate_name: Some(format!("{name}-")),
                         namespace: Some(ns.into()),
                         labels: Some(slice_labels(&svc)),
+                        annotations: annotations.clone(),
                         owner_references: Some(vec![controller_ref(svc.as_ref())]),
                         ..Default::default()
                     },
