@@ -1,8 +1,8 @@
 use clap::Parser;
 
-// Every controller's cache lives on the heap and churns as objects change: glibc malloc's
-// per-thread arenas kept freed pages resident (RSS grew well past the live data under
-// hack/bench/controllers.sh); mimalloc returns them and packs small objects tighter.
+// The apiserver's allocator, chosen for glibc malloc's per-thread-arena fragmentation with
+// several threads. Not yet measured against glibc on its own: the controllers bench moved
+// within run-to-run noise with this and the garbage collector change together (docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
