@@ -11,17 +11,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Every binary a cluster runs.
-pub const BINARIES: [&str; 7] = [
-    "rkube",
-    "rkube-apiserver",
-    "rkube-scheduler",
-    "rkube-controller-manager",
-    "rkube-kubelet",
-    "rkube-proxy",
-    "rkube-dns",
-];
-
 pub const STATE_ROOT: &str = "/var/lib/rkube/clusters";
 
 pub fn workspace_root() -> PathBuf {
@@ -40,11 +29,11 @@ pub fn bin_dir() -> &'static Path {
         }
         let root = workspace_root();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // The whole workspace, exactly as hack/test.sh builds it: building only the packages
+        // with these binaries resolves their dependencies' features differently, which rebuilt
+        // part of the dependency tree inside the first test (minutes on a busy CI machine).
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(&root).args(["build", "--quiet", "--bins"]);
-        for b in BINARIES {
-            cmd.args(["-p", b]);
-        }
+        cmd.current_dir(&root).args(["build", "--quiet", "--workspace", "--bins"]);
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build of the cluster binaries failed");
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
