@@ -75,16 +75,20 @@ async fn services_get_endpoint_slices_and_endpoints_that_follow_readiness() {
 
     // One pod turns not ready.
     let victim = active_pods(&client, "default", "web").await[0].metadata.name.clone().expect("name");
+    // Transition times have whole seconds and, as upstream, only a later one counts as a change:
+    // flip the pod in a later second than its Ready transition, or there is no trigger time.
+    let pods_api = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), "default");
+    let became_ready = ready_transition(&pods_api.get(&victim).await.expect("victim")).expect("ready once");
+    eventually("a second after the pod became ready", WAIT, || async {
+        k8s_openapi::jiff::Timestamp::now().as_second() > became_ready.as_second()
+    })
+    .await;
     kubelet.set_ready("default", &victim, false).await;
     eventually("2 of 3 ready in the slice", WAIT, || async { ready_count(&slices(&slice_api).await) == (3, 2) }).await;
     // upstream: the rewrite's trigger is the pod's Ready transition, for kube-proxy's
     // network programming latency.
-    let pod = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), "default")
-        .get(&victim)
-        .await
-        .expect("victim");
-    let transition = pod.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
-    let transition = transition.and_then(|c| c.last_transition_time).expect("a Ready transition").0.to_string();
+    let pod = pods_api.get(&victim).await.expect("victim");
+    let transition = ready_transition(&pod).expect("a Ready transition").to_string();
     let annotations = slices(&slice_api).await[0].metadata.annotations.clone().unwrap_or_default();
     assert_eq!(
         annotations.get("endpoints.kubernetes.io/last-change-trigger-time"),
@@ -115,4 +119,10 @@ async fn services_get_endpoint_slices_and_endpoints_that_follow_readiness() {
     })
     .await;
     cluster.stop().await;
+}
+
+/// When the pod's Ready condition last changed.
+fn ready_transition(pod: &k8s_openapi::api::core::v1::Pod) -> Option<k8s_openapi::jiff::Timestamp> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    conditions.iter().find(|c| c.type_ == "Ready")?.last_transition_time.as_ref().map(|t| t.0)
 }
