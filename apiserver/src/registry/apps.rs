@@ -63,6 +63,20 @@ fn selector_immutable(new: &Value, old: &Value, errs: &mut FieldErrors) {
     }
 }
 
+/// A workload's status is written through `/status` only.
+fn drop_status(obj: &mut Value) {
+    if let Some(o) = obj.as_object_mut() {
+        o.remove("status");
+    }
+}
+
+/// The checks of a created workload plus the immutable selector.
+fn validate_workload_update(new: &Value, old: &Value) -> FieldErrors {
+    let mut errs = validate_selector_and_template(new);
+    selector_immutable(new, old, &mut errs);
+    errs
+}
+
 macro_rules! workload {
     ($name:ident, $default:expr) => {
         pub struct $name;
@@ -79,17 +93,13 @@ macro_rules! workload {
                 defaults::pod_template_in(obj, &["spec", "template"]);
             }
             fn prepare_for_create(&self, obj: &mut Value) {
-                if let Some(o) = obj.as_object_mut() {
-                    o.remove("status");
-                }
+                drop_status(obj);
             }
             fn validate(&self, obj: &Value) -> FieldErrors {
                 validate_selector_and_template(obj)
             }
             fn validate_update(&self, new: &Value, old: &Value) -> FieldErrors {
-                let mut errs = self.validate(new);
-                selector_immutable(new, old, &mut errs);
-                errs
+                validate_workload_update(new, old)
             }
         }
     };
@@ -176,9 +186,7 @@ impl Strategy for StatefulSetStrategy {
         defaults::pod_template_in(obj, &["spec", "template"]);
     }
     fn prepare_for_create(&self, obj: &mut Value) {
-        if let Some(o) = obj.as_object_mut() {
-            o.remove("status");
-        }
+        drop_status(obj);
         self.drop_disabled_fields(obj, None);
     }
     fn prepare_for_update(&self, new: &mut Value, old: &Value) {
@@ -188,9 +196,7 @@ impl Strategy for StatefulSetStrategy {
         validate_selector_and_template(obj)
     }
     fn validate_update(&self, new: &Value, old: &Value) -> FieldErrors {
-        let mut errs = self.validate(new);
-        selector_immutable(new, old, &mut errs);
-        errs
+        validate_workload_update(new, old)
     }
 }
 
