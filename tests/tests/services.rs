@@ -274,23 +274,13 @@ fn services_by_name_and_ip_nodeport_affinity_headless_and_cleanup() {
     assert!(out.contains("REFUSED"), "{out}");
     assert!(t.elapsed() < Duration::from_secs(5), "a refused name took {:?}", t.elapsed());
 
-    // a StatefulSet's pod by name, when a StatefulSet controller runs in this build
+    // a StatefulSet's pod by name: <pod>.<governing service>
     apply(&c, STATEFULSET);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut statefulset = false;
-    while Instant::now() < deadline && !statefulset {
-        statefulset = c.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "name"]).contains("pod/web-0");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    if statefulset {
-        c.wait_kubectl("web-0 Running", WAIT, &["get", "pod", "web-0", "-o", "jsonpath={.status.phase}"], |s| {
-            s == "Running"
-        });
-        let ip = c.kubectl_ok(&["get", "pod", "web-0", "-o", "jsonpath={.status.podIP}"]);
-        eventually("web-0.web resolves", WAIT, || resolves(&c, "web-0.web", &ip));
-    } else {
-        gated(T, "web-0.web of a StatefulSet", "no StatefulSet controller made pod web-0 within 20 s");
-    }
+    c.wait_kubectl("web-0 Running", WAIT, &["get", "pod", "web-0", "-o", "jsonpath={.status.phase}"], |s| {
+        s == "Running"
+    });
+    let ip = c.kubectl_ok(&["get", "pod", "web-0", "-o", "jsonpath={.status.podIP}"]);
+    eventually("web-0.web resolves", WAIT, || resolves(&c, "web-0.web", &ip));
 
     // sessionAffinity ClientIP pins the client to one backend
     c.kubectl_ok(&["patch", "svc", "echo", "-p", r#"{"spec":{"sessionAffinity":"ClientIP"}}"#]);
@@ -310,15 +300,14 @@ fn services_by_name_and_ip_nodeport_affinity_headless_and_cleanup() {
         &["get", "endpointslices", "-l", "kubernetes.io/service-name=echo", "-o", "jsonpath={.items[*].endpoints}"],
         |s| s.split_whitespace().all(|w| w == "[]"),
     );
+    // The time limit runs inside the pod, so `kubectl exec`'s own start-up on a busy machine
+    // does not count: a dropped SYN would be retried until `timeout` kills wget, with no
+    // "Connection refused" printed, so the message alone shows the REJECT rule answered.
     eventually("the Service refuses", WAIT, || {
-        let t = Instant::now();
-        let out = in_client(&c, &format!("timeout 5 wget -qO- http://{cluster_ip}"));
-        out.contains("Connection refused") && t.elapsed() < Duration::from_secs(3)
+        in_client(&c, &format!("timeout 3 wget -qO- http://{cluster_ip}")).contains("Connection refused")
     });
-    let t = Instant::now();
-    let out = in_client(&c, "timeout 5 wget -qO- http://echo");
-    assert!(out.contains("Connection refused"), "by name: {out}");
-    assert!(t.elapsed() < Duration::from_secs(3), "refused after {:?}", t.elapsed());
+    let out = in_client(&c, "timeout 3 wget -qO- http://echo");
+    assert!(out.contains("Connection refused"), "by name, within 3 s: {out}");
 
     // deleting the Service removes its rules on every node
     for (node, _) in &nodes {
