@@ -1,8 +1,9 @@
 //! The EndpointSlice and Endpoints controllers against a real apiserver: a Service's slice
 //! lists its pods with the named targetPort resolved, node, zone and conditions; a pod that
 //! turns not-ready is marked so in the slice and moves to notReadyAddresses; the `kubernetes`
-//! Service is left to the apiserver; a deleted Service's Endpoints go. The slice rewritten for a
-//! readiness change carries that transition's time as `endpoints.kubernetes.io/last-change-trigger-time`.
+//! Service is left to the apiserver; a deleted Service's Endpoints go. The slice and the
+//! Endpoints rewritten for a readiness change carry that transition's time as
+//! `endpoints.kubernetes.io/last-change-trigger-time`.
 
 use crate::common::{active_pods, Cluster, WAIT};
 use component_base::testing::eventually;
@@ -103,6 +104,12 @@ async fn services_get_endpoint_slices_and_endpoints_that_follow_readiness() {
         })
     })
     .await;
+    // The legacy Endpoints carry the same trigger time, as upstream's Endpoints controller writes it.
+    let e = eps.get("web").await.expect("ep");
+    assert_eq!(
+        e.metadata.annotations.unwrap_or_default().get("endpoints.kubernetes.io/last-change-trigger-time"),
+        Some(&transition)
+    );
 
     // The apiserver's own `kubernetes` Service keeps the Endpoints the apiserver wrote and gets no slice from us.
     let k = eps.get("kubernetes").await.expect("kubernetes endpoints");
