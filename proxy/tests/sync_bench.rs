@@ -23,7 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, PostParams};
-use rkube_proxy::iptables::render::{render, RenderConfig};
+use rkube_proxy::iptables::render::{render, RenderConfig, Rendered};
 use rkube_proxy::iptables::{Backend, Iptables, Real};
 use rkube_proxy::tracker::{ServiceKey, Tracker, LAST_CHANGE_TRIGGER_TIME};
 use serde_json::json;
@@ -272,6 +272,66 @@ async fn one_size(backend: Backend, n: usize) -> anyhow::Result<String> {
     ))
 }
 
+fn sizes() -> anyhow::Result<Vec<usize>> {
+    Ok(std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?)
+}
+
+/// The proxy's own share of a full sync without the kernel: the render of the state the
+/// benchmark loads (ClusterIP Services with 2 endpoints, cluster IPs set here since no
+/// apiserver allocates them), median of 21 full renders and of 21 one-service partial renders.
+/// Needs no root: `<test binary> --ignored --exact sync_bench::render_only --nocapture`.
+#[test]
+#[ignore = "benchmark: the render alone"]
+fn render_only() -> anyhow::Result<()> {
+    for n in sizes()? {
+        let mut t = Tracker::new();
+        for i in 0..n {
+            let mut svc = service(i)?;
+            if let Some(spec) = svc.spec.as_mut() {
+                spec.cluster_ip = Some(addr("198.19", i));
+            }
+            t.apply_service(&svc);
+            t.apply_slice(&slice(i, [addr("198.18", 2 * i), addr("198.18", 2 * i + 1)], None)?);
+        }
+        t.take_changed();
+        let cfg = RenderConfig {
+            node_name: "node1".into(),
+            cluster_cidr: Some("198.18.0.0/16".into()),
+            ..Default::default()
+        };
+        let full = render(&cfg, &t, None, &BTreeSet::new());
+        // Per service: the KUBE-SERVICES jump, the masquerade rule, two endpoint jumps, two
+        // rules in each of the two KUBE-SEP chains.
+        anyhow::ensure!(full.nat_rules == 8 * n + 5, "{} nat rules for {n} services", full.nat_rules);
+        let changed = BTreeSet::from([ServiceKey::new(NS, "svc-0")]);
+        let time = |f: &dyn Fn() -> Rendered| {
+            median(
+                (0..21)
+                    .map(|_| {
+                        let start = Instant::now();
+                        std::hint::black_box(f());
+                        start.elapsed()
+                    })
+                    .collect(),
+            )
+        };
+        let full_time = time(&|| render(&cfg, &t, None, &full.active_nat_chains));
+        let partial_time = time(&|| render(&cfg, &t, Some(&changed), &full.active_nat_chains));
+        println!(
+            "render, {n} services: {} rules, {:.2} MB; full {:.2} ms, one-service partial {:.2} ms",
+            full.nat_rules + full.filter_rules,
+            full.text.len() as f64 / 1e6,
+            full_time.as_secs_f64() * 1000.0,
+            partial_time.as_secs_f64() * 1000.0,
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run by hack/bench/proxy.sh"]
 async fn proxy_sync() -> anyhow::Result<()> {
@@ -280,13 +340,8 @@ async fn proxy_sync() -> anyhow::Result<()> {
         Ok("legacy") => Backend::Legacy,
         _ => Backend::Nft,
     };
-    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
-        .unwrap_or_else(|_| "1000,10000".into())
-        .split(',')
-        .map(|s| s.trim().parse())
-        .collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
-    for n in sizes {
+    for n in sizes()? {
         let row = one_size(backend, n).await?;
         println!("{row}");
         rows.push(row);

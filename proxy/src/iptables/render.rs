@@ -155,8 +155,16 @@ impl JumpRule {
 
 /// The jump rules missing from a table's `iptables-save` output.
 pub fn missing_jumps(table: &str, saved: &str) -> Vec<&'static JumpRule> {
-    let lines: BTreeSet<&str> = saved.lines().collect();
-    JUMP_RULES.iter().filter(|j| j.table == table && !lines.contains(j.saved_line().as_str())).collect()
+    let mut missing: Vec<(&'static JumpRule, String)> =
+        JUMP_RULES.iter().filter(|j| j.table == table).map(|j| (j, j.saved_line())).collect();
+    // One pass over the saved lines (tens of thousands in a large cluster) for the handful of jumps.
+    for line in saved.lines() {
+        if missing.is_empty() {
+            break;
+        }
+        missing.retain(|(_, jump)| jump != line);
+    }
+    missing.into_iter().map(|(j, _)| j).collect()
 }
 
 /// Adds `-I SRC 1 ...` lines for `jumps` at the end of their table's section, so a full sync
@@ -169,15 +177,20 @@ pub fn with_jumps(text: &str, jumps: &[&JumpRule]) -> String {
         if let Some(t) = line.strip_prefix('*') {
             table = t.trim_end();
         } else if line == "COMMIT\n" {
-            for j in jumps.iter().filter(|j| j.table == table) {
-                let args: Vec<String> =
-                    j.args().into_iter().map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a }).collect();
-                out.push_str(&format!("-I {} 1 {}\n", j.src_chain, args.join(" ")));
-            }
+            write_jumps(&mut out, table, jumps);
         }
         out.push_str(line);
     }
     out
+}
+
+/// The `-I SRC 1 ...` lines of `table`'s `jumps`.
+fn write_jumps(out: &mut String, table: &str, jumps: &[&JumpRule]) {
+    for j in jumps.iter().filter(|j| j.table == table) {
+        let args: Vec<String> =
+            j.args().into_iter().map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a }).collect();
+        let _ = writeln!(out, "-I {} 1 {}", j.src_chain, args.join(" "));
+    }
 }
 
 /// The restore input that removes everything the proxy made (upstream: `CleanupLeftovers`):
@@ -244,122 +257,181 @@ pub struct Rendered {
 
 /// `base32(sha256(input))[..16]`, upstream's `portProtoHash` / `servicePortEndpointChainName`.
 pub fn chain_hash(input: &str) -> String {
-    let digest = Sha256::digest(input.as_bytes());
-    // 16 base32 characters are 80 bits, the first 10 bytes; no padding is involved.
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity(16);
-    for chunk in digest[..10].chunks(5) {
-        let mut bits: u64 = 0;
-        for b in chunk {
-            bits = (bits << 8) | u64::from(*b);
-        }
-        for i in (0..8).rev() {
-            out.push(char::from(ALPHABET[((bits >> (i * 5)) & 31) as usize]));
-        }
-    }
-    out
+    Hash16::of(Sha256::new_with_prefix(input)).as_str().to_string()
 }
 
-fn port_chain(prefix: &str, spn: &ServicePortName, protocol: &str) -> String {
-    format!("{prefix}{}", chain_hash(&format!("{spn}{protocol}")))
+/// The 16 base32 characters a chain name ends with.
+#[derive(Clone, Copy)]
+struct Hash16([u8; 16]);
+
+impl Hash16 {
+    /// Finishes `hasher`: 16 base32 characters are 80 bits, the first 10 bytes of the digest;
+    /// no padding is involved.
+    fn of(hasher: Sha256) -> Hash16 {
+        const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let digest = hasher.finalize();
+        let mut out = [0u8; 16];
+        for (chunk, chars) in digest[..10].chunks(5).zip(out.chunks_mut(8)) {
+            let bits = chunk.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            for (i, c) in chars.iter_mut().enumerate() {
+                *c = ALPHABET[((bits >> ((7 - i) * 5)) & 31) as usize];
+            }
+        }
+        Hash16(out)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("the base32 alphabet is ASCII")
+    }
+
+    fn chain(&self, prefix: &str) -> String {
+        let mut s = String::with_capacity(prefix.len() + 16);
+        s.push_str(prefix);
+        s.push_str(self.as_str());
+        s
+    }
+}
+
+/// The hasher state after `{spn}{protocol}`: the port chains' hash finishes it, each KUBE-SEP
+/// hash continues it with the endpoint.
+fn port_hasher(spn: &ServicePortName, protocol: &str) -> Sha256 {
+    let mut h = Sha256::new();
+    h.update(&spn.service.namespace);
+    h.update("/");
+    h.update(&spn.service.name);
+    if !spn.port.is_empty() {
+        h.update(":");
+        h.update(&spn.port);
+    }
+    h.update(protocol);
+    h
+}
+
+fn sep_chain_from(port_hasher: &Sha256, endpoint: &str) -> String {
+    Hash16::of(port_hasher.clone().chain_update(endpoint)).chain("KUBE-SEP-")
 }
 
 pub fn svc_chain(spn: &ServicePortName, protocol: &str) -> String {
-    port_chain("KUBE-SVC-", spn, protocol)
+    Hash16::of(port_hasher(spn, protocol)).chain("KUBE-SVC-")
 }
 
 pub fn svl_chain(spn: &ServicePortName, protocol: &str) -> String {
-    port_chain("KUBE-SVL-", spn, protocol)
+    Hash16::of(port_hasher(spn, protocol)).chain("KUBE-SVL-")
 }
 
 pub fn ext_chain(spn: &ServicePortName, protocol: &str) -> String {
-    port_chain("KUBE-EXT-", spn, protocol)
+    Hash16::of(port_hasher(spn, protocol)).chain("KUBE-EXT-")
 }
 
 pub fn sep_chain(spn: &ServicePortName, protocol: &str, endpoint: &str) -> String {
-    format!("KUBE-SEP-{}", chain_hash(&format!("{spn}{protocol}{endpoint}")))
+    sep_chain_from(&port_hasher(spn, protocol), endpoint)
 }
 
 /// upstream: `computeProbability`, `%0.10f` of 1/n (iptables-save prints it back with 11
 /// digits, e.g. 0.33333333349, because the kernel stores it as a fraction of 2^32).
 pub fn probability(n: usize) -> String {
-    format!("{:.10}", 1.0 / n as f64)
+    Probability(n).to_string()
+}
+
+/// [`probability`] written straight into the rule.
+struct Probability(usize);
+
+impl std::fmt::Display for Probability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.10}", 1.0 / self.0 as f64)
+    }
 }
 
 /// Endpoints split by traffic policy, as upstream's `CategorizeEndpoints` (without topology
 /// hints, which rkube does not implement).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Categorized {
-    pub cluster: Vec<Endpoint>,
-    pub local: Vec<Endpoint>,
-    /// Union of the two, sorted: each gets a KUBE-SEP chain.
-    pub reachable: Vec<Endpoint>,
+pub struct Categorized<'a> {
+    /// Every endpoint either list below uses, in the input's order: each gets a KUBE-SEP chain.
+    pub reachable: Vec<&'a Endpoint>,
+    /// The endpoints for cluster-wide traffic, as indices into `reachable`.
+    pub cluster: Vec<usize>,
+    /// The endpoints for traffic that must stay on this node, as indices into `reachable`.
+    pub local: Vec<usize>,
     pub has_any: bool,
 }
 
-pub fn categorize(endpoints: &[Endpoint], sp: &ServicePort, node: &str) -> Categorized {
+/// `endpoints` come as [`Tracker::endpoint_refs`] gives them, sorted by `ip:port` with one
+/// entry per address, so the union of the cluster and local lists, sorted, is a filter of it.
+pub fn categorize<'a>(endpoints: &[&'a Endpoint], sp: &ServicePort, node: &str) -> Categorized<'a> {
     let mut c = Categorized::default();
-    if sp.uses_cluster_endpoints() {
-        c.cluster = endpoints.iter().filter(|e| e.ready).cloned().collect();
-        // upstream: terminating-but-serving endpoints only when nothing is ready anywhere.
-        if c.cluster.is_empty() {
-            c.cluster = endpoints.iter().filter(|e| e.serving && e.terminating).cloned().collect();
-        }
-        c.has_any = !c.cluster.is_empty();
+    let uses_cluster = sp.uses_cluster_endpoints();
+    let uses_local = sp.uses_local_endpoints();
+    // upstream: terminating-but-serving endpoints only when nothing is ready anywhere.
+    let any_ready = endpoints.iter().any(|e| e.ready);
+    let fallback = |e: &Endpoint| e.serving && e.terminating;
+    let in_cluster = |e: &Endpoint| uses_cluster && if any_ready { e.ready } else { fallback(e) };
+    let (mut local_ready, mut local_terminating) = (false, false);
+    if uses_cluster {
+        c.has_any = endpoints.iter().any(|&e| in_cluster(e));
     }
-    if !sp.uses_local_endpoints() {
-        c.reachable = c.cluster.clone();
-        return c;
-    }
-    let mut local_ready = false;
-    let mut local_terminating = false;
-    for e in endpoints {
-        if e.ready {
-            c.has_any = true;
-            local_ready |= e.is_local(node);
-        } else if e.serving && e.terminating {
-            c.has_any = true;
-            local_terminating |= e.is_local(node);
+    if uses_local {
+        for &e in endpoints {
+            if e.ready {
+                c.has_any = true;
+                local_ready |= e.is_local(node);
+            } else if fallback(e) {
+                c.has_any = true;
+                local_terminating |= e.is_local(node);
+            }
         }
     }
-    if local_ready {
-        c.local = endpoints.iter().filter(|e| e.is_local(node) && e.ready).cloned().collect();
-    } else if local_terminating {
-        c.local = endpoints.iter().filter(|e| e.is_local(node) && e.serving && e.terminating).cloned().collect();
+    let in_local =
+        |e: &Endpoint| e.is_local(node) && if local_ready { e.ready } else { local_terminating && fallback(e) };
+    for &e in endpoints {
+        let (cluster, local) = (in_cluster(e), in_local(e));
+        if cluster || local {
+            if cluster {
+                c.cluster.push(c.reachable.len());
+            }
+            if local {
+                c.local.push(c.reachable.len());
+            }
+            c.reachable.push(e);
+        }
     }
-    if !sp.uses_cluster_endpoints() {
-        c.reachable = c.local.clone();
-        return c;
-    }
-    let mut all: Vec<Endpoint> = c.cluster.iter().chain(c.local.iter()).cloned().collect();
-    all.sort_by_key(Endpoint::addr);
-    all.dedup_by_key(|e| e.addr());
-    c.reachable = all;
     c
 }
 
-/// Lines of one table section, with rule counting.
-#[derive(Default)]
+/// Lines of one table section, with rule counting. A `Buf` that does not `write` only counts:
+/// it stands for the chains a partial sync leaves alone, whose rules the kernel still holds.
 struct Buf {
     chains: String,
     rules: String,
     rule_count: usize,
+    write: bool,
 }
 
 impl Buf {
+    fn new(rules_capacity: usize) -> Self {
+        Buf { chains: String::new(), rules: String::with_capacity(rules_capacity), rule_count: 0, write: true }
+    }
+
+    fn counting() -> Self {
+        Buf { chains: String::new(), rules: String::new(), rule_count: 0, write: false }
+    }
+
     fn chain(&mut self, name: &str) {
-        let _ = writeln!(self.chains, ":{name} - [0:0]");
+        if self.write {
+            self.chains.push(':');
+            self.chains.push_str(name);
+            self.chains.push_str(" - [0:0]\n");
+        }
     }
 
-    fn rule(&mut self, parts: &[&str]) {
+    /// One rule, formatted straight into the buffer (and not at all when only counting).
+    fn rule(&mut self, rule: std::fmt::Arguments<'_>) {
         self.rule_count += 1;
-        self.rules.push_str(&parts.join(" "));
-        self.rules.push('\n');
+        if self.write {
+            // Writing into a String cannot fail.
+            let _ = self.rules.write_fmt(rule);
+            self.rules.push('\n');
+        }
     }
-}
-
-fn quoted(s: &str) -> String {
-    format!("\"{s}\"")
 }
 
 /// Renders both tables. `changed` is `None` for a full sync, or the services whose chains a
@@ -372,11 +444,31 @@ pub fn render(
     changed: Option<&BTreeSet<ServiceKey>>,
     existing_nat_chains: &BTreeSet<String>,
 ) -> Rendered {
-    let mut filter = Buf::default();
-    let mut nat = Buf::default();
-    // Rules of unchanged services in a partial sync go here: counted, never written.
-    let mut skipped = Buf::default();
-    let mut active = BTreeSet::new();
+    render_tables(cfg, tracker, changed).finish(&[existing_nat_chains], &[])
+}
+
+/// A render up to what depends on the tables the kernel holds: the stale chains to delete and
+/// the missing jump rules. A full sync renders this while its `iptables-save` runs are under way.
+pub struct Tables {
+    filter: Buf,
+    nat: Buf,
+    /// The last rules of KUBE-SERVICES; the chain deletes go before them.
+    nat_tail: String,
+    /// Rules of unchanged services in a partial sync: counted, never written.
+    skipped_rules: usize,
+    active_nat_chains: BTreeSet<String>,
+}
+
+/// [`render`] without the stale chains; see [`Tables::finish`].
+pub fn render_tables(cfg: &RenderConfig, tracker: &Tracker, changed: Option<&BTreeSet<ServiceKey>>) -> Tables {
+    let mut ports: Vec<&ServicePort> = tracker.service_ports().collect();
+    ports.sort_by(|a, b| a.name.cmp(&b.name));
+    // A full render of a ClusterIP service with two endpoints is about 1.2 kB of nat rules;
+    // reserving that much per port saves the buffer's repeated doubling.
+    let mut filter = Buf::new(1024);
+    let mut nat = Buf::new(if changed.is_none() { ports.len() * 1280 } else { 16 * 1024 });
+    let mut skipped = Buf::counting();
+    let mut active = Vec::new();
 
     for c in [KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL] {
         filter.chain(c);
@@ -384,141 +476,133 @@ pub fn render(
     for c in [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ] {
         nat.chain(c);
     }
-    let mark = format!("{MASQUERADE_MARK}/{MASQUERADE_MARK}");
-    nat.rule(&["-A", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", &mark, "-j", "RETURN"]);
+    const M: &str = MASQUERADE_MARK;
+    nat.rule(format_args!("-A {KUBE_POSTROUTING} -m mark ! --mark {M}/{M} -j RETURN"));
     // Clearing the mark keeps a packet that re-traverses the stack from being masqueraded twice.
-    nat.rule(&["-A", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", MASQUERADE_MARK]);
-    nat.rule(&[
-        "-A",
-        KUBE_POSTROUTING,
-        "-m",
-        "comment",
-        "--comment",
-        "\"kubernetes service traffic requiring SNAT\"",
-        "-j",
-        "MASQUERADE",
-        "--random-fully",
-    ]);
-    nat.rule(&["-A", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", MASQUERADE_MARK]);
+    nat.rule(format_args!("-A {KUBE_POSTROUTING} -j MARK --xor-mark {M}"));
+    nat.rule(format_args!(
+        "-A {KUBE_POSTROUTING} -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"
+    ));
+    nat.rule(format_args!("-A {KUBE_MARK_MASQ} -j MARK --or-mark {M}"));
 
-    let mut ports: Vec<&ServicePort> = tracker.service_ports().collect();
-    ports.sort_by(|a, b| a.name.cmp(&b.name));
     for sp in ports {
-        let endpoints = tracker.endpoints(&sp.name);
+        let endpoints = tracker.endpoint_refs(&sp.name);
         let write_chains = changed.is_none_or(|c| c.contains(&sp.name.service));
         render_service(cfg, sp, &endpoints, &mut filter, &mut nat, &mut skipped, write_chains, &mut active);
     }
 
-    for stale in existing_nat_chains.iter().filter(|c| is_service_chain(c) && !active.contains(*c)) {
-        // Declaring the chain flushes it, so the delete cannot fail on a non-empty chain.
-        nat.chain(stale);
-        nat.rules.push_str(&format!("-X {stale}\n"));
-    }
-
-    let comment = quoted("kubernetes service nodeports; NOTE: this must be the last rule in this chain");
+    // The tail is written apart so the chain deletes can go before it.
+    let mut tail = Buf::new(256);
+    let comment = "\"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
     match &cfg.nodeport_ips {
-        None => nat.rule(&[
-            "-A",
-            KUBE_SERVICES,
-            "-m",
-            "comment",
-            "--comment",
-            &comment,
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            // upstream with --iptables-localhost-nodeports=false: rkube does not set
-            // route_localnet, so node ports on 127.0.0.1 could not work anyway.
-            "!",
-            "-d",
-            "127.0.0.0/8",
-            "-j",
-            KUBE_NODEPORTS,
-        ]),
+        // upstream with --iptables-localhost-nodeports=false: rkube does not set
+        // route_localnet, so node ports on 127.0.0.1 could not work anyway.
+        None => tail.rule(format_args!(
+            "-A {KUBE_SERVICES} -m comment --comment {comment} -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j {KUBE_NODEPORTS}"
+        )),
         Some(ips) => {
             for ip in ips {
-                nat.rule(&[
-                    "-A",
-                    KUBE_SERVICES,
-                    "-m",
-                    "comment",
-                    "--comment",
-                    &comment,
-                    "-d",
-                    ip,
-                    "-j",
-                    KUBE_NODEPORTS,
-                ]);
+                tail.rule(format_args!("-A {KUBE_SERVICES} -m comment --comment {comment} -d {ip} -j {KUBE_NODEPORTS}"));
             }
         }
     }
+    nat.rule_count += tail.rule_count;
 
     // upstream drops INVALID packets unless nf_conntrack_tcp_be_liberal is set (kubernetes#74839).
-    filter.rule(&["-A", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
-    filter.rule(&[
-        "-A",
-        KUBE_FORWARD,
-        "-m",
-        "comment",
-        "--comment",
-        "\"kubernetes forwarding rules\"",
-        "-m",
-        "mark",
-        "--mark",
-        &mark,
-        "-j",
-        "ACCEPT",
-    ]);
-    filter.rule(&[
-        "-A",
-        KUBE_FORWARD,
-        "-m",
-        "comment",
-        "--comment",
-        "\"kubernetes forwarding conntrack rule\"",
-        "-m",
-        "conntrack",
-        "--ctstate",
-        "RELATED,ESTABLISHED",
-        "-j",
-        "ACCEPT",
-    ]);
+    filter.rule(format_args!("-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP"));
+    filter.rule(format_args!(
+        "-A {KUBE_FORWARD} -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {M}/{M} -j ACCEPT"
+    ));
+    filter.rule(format_args!(
+        "-A {KUBE_FORWARD} -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+    ));
 
-    let mut text =
-        String::with_capacity(filter.chains.len() + filter.rules.len() + nat.chains.len() + nat.rules.len() + 32);
-    text.push_str("*filter\n");
-    text.push_str(&filter.chains);
-    text.push_str(&filter.rules);
-    text.push_str("COMMIT\n*nat\n");
-    text.push_str(&nat.chains);
-    text.push_str(&nat.rules);
-    text.push_str("COMMIT\n");
-    Rendered {
-        text,
-        active_nat_chains: active,
-        nat_rules: nat.rule_count + skipped.rule_count,
-        filter_rules: filter.rule_count,
+    Tables {
+        filter,
+        nat,
+        nat_tail: tail.rules,
+        skipped_rules: skipped.rule_count,
+        active_nat_chains: active.into_iter().collect(),
     }
+}
+
+impl Tables {
+    /// The restore input. Of the `existing_nat_chains` (what the kernel may hold: the chains
+    /// `iptables-save` listed, those the last restore wrote), ours that are no longer in use
+    /// are flushed and deleted; `jumps` are inserted as [`with_jumps`] does.
+    pub fn finish(self, existing_nat_chains: &[&BTreeSet<String>], jumps: &[&JumpRule]) -> Rendered {
+        let Tables { filter, mut nat, nat_tail, skipped_rules, active_nat_chains: active } = self;
+        let mut stale: Vec<&str> = existing_nat_chains
+            .iter()
+            .flat_map(|set| set.difference(&active))
+            .filter(|c| is_service_chain(c))
+            .map(String::as_str)
+            .collect();
+        stale.sort_unstable();
+        stale.dedup();
+        for c in &stale {
+            // Declaring the chain flushes it, so the delete cannot fail on a non-empty chain.
+            nat.chain(c);
+        }
+        let mut text = String::with_capacity(
+            filter.chains.len()
+                + filter.rules.len()
+                + nat.chains.len()
+                + nat.rules.len()
+                + stale.len() * 32
+                + nat_tail.len()
+                + jumps.len() * 160
+                + 32,
+        );
+        text.push_str("*filter\n");
+        text.push_str(&filter.chains);
+        text.push_str(&filter.rules);
+        write_jumps(&mut text, "filter", jumps);
+        text.push_str("COMMIT\n*nat\n");
+        text.push_str(&nat.chains);
+        text.push_str(&nat.rules);
+        for c in &stale {
+            let _ = writeln!(text, "-X {c}");
+        }
+        text.push_str(&nat_tail);
+        write_jumps(&mut text, "nat", jumps);
+        text.push_str("COMMIT\n");
+        Rendered {
+            text,
+            active_nat_chains: active,
+            nat_rules: nat.rule_count + skipped_rules,
+            filter_rules: filter.rule_count,
+        }
+    }
+}
+
+/// A KUBE-SEP chain and the `ip:port` it sends to.
+struct Sep {
+    addr: String,
+    chain: String,
 }
 
 #[allow(clippy::too_many_arguments)]
 fn render_service(
     cfg: &RenderConfig,
     sp: &ServicePort,
-    endpoints: &[Endpoint],
+    endpoints: &[&Endpoint],
     filter: &mut Buf,
     nat: &mut Buf,
     skipped: &mut Buf,
     write_chains: bool,
-    active: &mut BTreeSet<String>,
+    active: &mut Vec<String>,
 ) {
     let proto = sp.protocol.lower();
     let name = sp.name.to_string();
     let cat = categorize(endpoints, sp, &cfg.node_name);
-    let cluster_chain = svc_chain(&sp.name, proto);
-    let local_chain = svl_chain(&sp.name, proto);
-    let ext = ext_chain(&sp.name, proto);
+    // KUBE-SVC, KUBE-SVL and KUBE-EXT hash the same `{spn}{protocol}`; KUBE-SEP hashes go on
+    // from there with the endpoint.
+    let hasher = port_hasher(&sp.name, proto);
+    let port_hash = Hash16::of(hasher.clone());
+    let cluster_chain = port_hash.chain("KUBE-SVC-");
+    let local_chain = port_hash.chain("KUBE-SVL-");
+    let ext = port_hash.chain("KUBE-EXT-");
     let uses_cluster_chain = !cat.cluster.is_empty() && sp.uses_cluster_endpoints();
     let uses_local_chain = !cat.local.is_empty() && sp.uses_local_endpoints();
 
@@ -536,269 +620,159 @@ fn render_service(
     // needed even when no endpoint takes external traffic.
     let uses_ext_chain = cat.has_any && sp.externally_accessible();
 
+    // (target, what the comment says after the name)
     let (internal_filter, external_filter) = if !cat.has_any {
-        let c = quoted(&format!("{name} has no endpoints"));
-        (Some(("REJECT", c.clone())), Some(("REJECT", c)))
+        (Some(("REJECT", "has no endpoints")), Some(("REJECT", "has no endpoints")))
     } else {
-        let c = quoted(&format!("{name} has no local endpoints"));
-        ((!has_internal).then(|| ("DROP", c.clone())), (!has_external).then_some(("DROP", c)))
+        let c = "has no local endpoints";
+        ((!has_internal).then_some(("DROP", c)), (!has_external).then_some(("DROP", c)))
     };
 
-    let port = sp.port.to_string();
-    let cluster_comment = quoted(&format!("{name} cluster IP"));
+    let (ip, port) = (&sp.cluster_ip, sp.port);
     if has_internal {
-        nat.rule(&[
-            "-A",
-            KUBE_SERVICES,
-            "-m",
-            "comment",
-            "--comment",
-            &cluster_comment,
-            "-m",
-            proto,
-            "-p",
-            proto,
-            "-d",
-            &sp.cluster_ip,
-            "--dport",
-            &port,
-            "-j",
-            internal_chain,
-        ]);
-    } else if let Some((target, comment)) = &internal_filter {
-        filter.rule(&[
-            "-A",
-            KUBE_SERVICES,
-            "-m",
-            "comment",
-            "--comment",
-            comment,
-            "-m",
-            proto,
-            "-p",
-            proto,
-            "-d",
-            &sp.cluster_ip,
-            "--dport",
-            &port,
-            "-j",
-            target,
-        ]);
+        nat.rule(format_args!(
+            "-A {KUBE_SERVICES} -m comment --comment \"{name} cluster IP\" -m {proto} -p {proto} -d {ip} --dport {port} -j {internal_chain}"
+        ));
+    } else if let Some((target, what)) = internal_filter {
+        filter.rule(format_args!(
+            "-A {KUBE_SERVICES} -m comment --comment \"{name} {what}\" -m {proto} -p {proto} -d {ip} --dport {port} -j {target}"
+        ));
     }
 
     if sp.node_port != 0 {
-        let node_port = sp.node_port.to_string();
+        let node_port = sp.node_port;
         if cat.has_any {
-            nat.rule(&[
-                "-A",
-                KUBE_NODEPORTS,
-                "-m",
-                "comment",
-                "--comment",
-                &name,
-                "-m",
-                proto,
-                "-p",
-                proto,
-                "--dport",
-                &node_port,
-                "-j",
-                &ext,
-            ]);
+            nat.rule(format_args!(
+                "-A {KUBE_NODEPORTS} -m comment --comment {name} -m {proto} -p {proto} --dport {node_port} -j {ext}"
+            ));
         }
-        if let Some((target, comment)) = &external_filter {
-            filter.rule(&[
-                "-A",
-                KUBE_EXTERNAL_SERVICES,
-                "-m",
-                "comment",
-                "--comment",
-                comment,
-                "-m",
-                "addrtype",
-                "--dst-type",
-                "LOCAL",
-                "-m",
-                proto,
-                "-p",
-                proto,
-                "--dport",
-                &node_port,
-                "-j",
-                target,
-            ]);
+        if let Some((target, what)) = external_filter {
+            filter.rule(format_args!(
+                "-A {KUBE_EXTERNAL_SERVICES} -m comment --comment \"{name} {what}\" -m addrtype --dst-type LOCAL -m {proto} -p {proto} --dport {node_port} -j {target}"
+            ));
         }
     }
 
     let out: &mut Buf = if write_chains { nat } else { skipped };
-    let mut declare = |out: &mut Buf, chain: &str| {
-        out.chain(chain);
-        active.insert(chain.to_string());
-    };
 
     if uses_ext_chain {
-        declare(out, &ext);
+        out.chain(&ext);
         if !sp.external_policy_local {
-            let c = quoted(&format!("masquerade traffic for {name} external destinations"));
-            out.rule(&["-A", &ext, "-m", "comment", "--comment", &c, "-j", KUBE_MARK_MASQ]);
+            out.rule(format_args!(
+                "-A {ext} -m comment --comment \"masquerade traffic for {name} external destinations\" -j {KUBE_MARK_MASQ}"
+            ));
         } else {
             if let Some(cidr) = &cfg.cluster_cidr {
                 // Pod traffic to an external destination is treated as if it went out to a
                 // load balancer and came back: no traffic policy applies.
-                let c = quoted(&format!("pod traffic for {name} external destinations"));
-                out.rule(&["-A", &ext, "-m", "comment", "--comment", &c, "-s", cidr, "-j", &cluster_chain]);
+                out.rule(format_args!(
+                    "-A {ext} -m comment --comment \"pod traffic for {name} external destinations\" -s {cidr} -j {cluster_chain}"
+                ));
             }
             // The node's own traffic has a local source address, so it must be masqueraded
             // and may use any endpoint.
-            let c = quoted(&format!("masquerade LOCAL traffic for {name} external destinations"));
-            out.rule(&[
-                "-A",
-                &ext,
-                "-m",
-                "comment",
-                "--comment",
-                &c,
-                "-m",
-                "addrtype",
-                "--src-type",
-                "LOCAL",
-                "-j",
-                KUBE_MARK_MASQ,
-            ]);
-            let c = quoted(&format!("route LOCAL traffic for {name} external destinations"));
-            out.rule(&[
-                "-A",
-                &ext,
-                "-m",
-                "comment",
-                "--comment",
-                &c,
-                "-m",
-                "addrtype",
-                "--src-type",
-                "LOCAL",
-                "-j",
-                &cluster_chain,
-            ]);
+            out.rule(format_args!(
+                "-A {ext} -m comment --comment \"masquerade LOCAL traffic for {name} external destinations\" -m addrtype --src-type LOCAL -j {KUBE_MARK_MASQ}"
+            ));
+            out.rule(format_args!(
+                "-A {ext} -m comment --comment \"route LOCAL traffic for {name} external destinations\" -m addrtype --src-type LOCAL -j {cluster_chain}"
+            ));
         }
         if has_external {
-            out.rule(&["-A", &ext, "-j", external_policy_chain]);
+            out.rule(format_args!("-A {ext} -j {external_policy_chain}"));
         }
     }
 
     if uses_cluster_chain {
-        declare(out, &cluster_chain);
+        out.chain(&cluster_chain);
     }
     if uses_local_chain {
-        declare(out, &local_chain);
+        out.chain(&local_chain);
     }
     if has_internal {
-        let base = [
-            "-m",
-            "comment",
-            "--comment",
-            &cluster_comment,
-            "-m",
-            proto,
-            "-p",
-            proto,
-            "-d",
-            &sp.cluster_ip,
-            "--dport",
-            &port,
-        ];
         if cfg.masquerade_all {
-            let mut r = vec!["-A", internal_chain.as_str()];
-            r.extend(base);
-            r.extend(["-j", KUBE_MARK_MASQ]);
-            out.rule(&r);
+            out.rule(format_args!(
+                "-A {internal_chain} -m comment --comment \"{name} cluster IP\" -m {proto} -p {proto} -d {ip} --dport {port} -j {KUBE_MARK_MASQ}"
+            ));
         } else if let Some(cidr) = &cfg.cluster_cidr {
             // Off-cluster traffic to a service IP (someone routed the service range to this
             // node) may be answered from another node, so it is masqueraded.
-            let mut r = vec!["-A", internal_chain.as_str()];
-            r.extend(base);
-            r.extend(["!", "-s", cidr.as_str(), "-j", KUBE_MARK_MASQ]);
-            out.rule(&r);
+            out.rule(format_args!(
+                "-A {internal_chain} -m comment --comment \"{name} cluster IP\" -m {proto} -p {proto} -d {ip} --dport {port} ! -s {cidr} -j {KUBE_MARK_MASQ}"
+            ));
         }
-    }
-    if uses_cluster_chain {
-        endpoint_jumps(out, &name, sp, &cluster_chain, &cat.cluster);
-    }
-    if uses_local_chain {
-        endpoint_jumps(out, &name, sp, &local_chain, &cat.local);
     }
 
-    for ep in &cat.reachable {
-        let addr = ep.addr();
-        let chain = sep_chain(&sp.name, proto, &addr);
-        declare(out, &chain);
+    let seps: Vec<Sep> = cat
+        .reachable
+        .iter()
+        .map(|ep| {
+            let addr = ep.addr();
+            let chain = sep_chain_from(&hasher, &addr);
+            Sep { addr, chain }
+        })
+        .collect();
+    if uses_cluster_chain {
+        endpoint_jumps(out, &name, sp, &cluster_chain, cat.cluster.iter().map(|&i| &seps[i]));
+    }
+    if uses_local_chain {
+        endpoint_jumps(out, &name, sp, &local_chain, cat.local.iter().map(|&i| &seps[i]));
+    }
+
+    for (ep, sep) in cat.reachable.iter().zip(&seps) {
+        let (chain, addr, ep_ip) = (&sep.chain, &sep.addr, &ep.ip);
+        out.chain(chain);
         // Hairpin: a pod reaching itself through the service must be masqueraded or its reply
         // would bypass the DNAT.
-        out.rule(&["-A", &chain, "-m", "comment", "--comment", &name, "-s", &ep.ip, "-j", KUBE_MARK_MASQ]);
-        let mut r = vec!["-A", chain.as_str(), "-m", "comment", "--comment", &name];
+        out.rule(format_args!("-A {chain} -m comment --comment {name} -s {ep_ip} -j {KUBE_MARK_MASQ}"));
         if sp.affinity_timeout.is_some() {
-            r.extend(["-m", "recent", "--name", chain.as_str(), "--set"]);
+            out.rule(format_args!(
+                "-A {chain} -m comment --comment {name} -m recent --name {chain} --set -m {proto} -p {proto} -j DNAT --to-destination {addr}"
+            ));
+        } else {
+            out.rule(format_args!(
+                "-A {chain} -m comment --comment {name} -m {proto} -p {proto} -j DNAT --to-destination {addr}"
+            ));
         }
-        r.extend(["-m", proto, "-p", proto, "-j", "DNAT", "--to-destination", &addr]);
-        out.rule(&r);
     }
+
+    if uses_ext_chain {
+        active.push(ext);
+    }
+    if uses_cluster_chain {
+        active.push(cluster_chain);
+    }
+    if uses_local_chain {
+        active.push(local_chain);
+    }
+    active.extend(seps.into_iter().map(|s| s.chain));
 }
 
 /// upstream: `writeServiceToEndpointRules` — affinity checks first, then the random spread
 /// where rule i matches with probability 1/(n-i) so every endpoint gets 1/n.
-fn endpoint_jumps(out: &mut Buf, name: &str, sp: &ServicePort, chain: &str, eps: &[Endpoint]) {
-    let proto = sp.protocol.lower();
+fn endpoint_jumps<'s>(
+    out: &mut Buf,
+    name: &str,
+    sp: &ServicePort,
+    chain: &str,
+    seps: impl ExactSizeIterator<Item = &'s Sep> + Clone,
+) {
     if let Some(timeout) = sp.affinity_timeout {
-        let timeout = timeout.to_string();
-        for ep in eps {
-            let addr = ep.addr();
-            let sep = sep_chain(&sp.name, proto, &addr);
-            let c = quoted(&format!("{name} -> {addr}"));
-            out.rule(&[
-                "-A",
-                chain,
-                "-m",
-                "comment",
-                "--comment",
-                &c,
-                "-m",
-                "recent",
-                "--name",
-                &sep,
-                "--rcheck",
-                "--seconds",
-                &timeout,
-                "--reap",
-                "-j",
-                &sep,
-            ]);
+        for Sep { addr, chain: sep } in seps.clone() {
+            out.rule(format_args!(
+                "-A {chain} -m comment --comment \"{name} -> {addr}\" -m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}"
+            ));
         }
     }
-    let n = eps.len();
-    for (i, ep) in eps.iter().enumerate() {
-        let addr = ep.addr();
-        let sep = sep_chain(&sp.name, proto, &addr);
-        let c = quoted(&format!("{name} -> {addr}"));
+    let n = seps.len();
+    for (i, Sep { addr, chain: sep }) in seps.enumerate() {
         if i + 1 < n {
-            let p = probability(n - i);
-            out.rule(&[
-                "-A",
-                chain,
-                "-m",
-                "comment",
-                "--comment",
-                &c,
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &p,
-                "-j",
-                &sep,
-            ]);
+            let p = Probability(n - i);
+            out.rule(format_args!(
+                "-A {chain} -m comment --comment \"{name} -> {addr}\" -m statistic --mode random --probability {p} -j {sep}"
+            ));
         } else {
-            out.rule(&["-A", chain, "-m", "comment", "--comment", &c, "-j", &sep]);
+            out.rule(format_args!("-A {chain} -m comment --comment \"{name} -> {addr}\" -j {sep}"));
         }
     }
 }

@@ -191,6 +191,31 @@ impl Endpoint {
     }
 }
 
+/// Orders two endpoints as their `ip:port` strings do, without building the strings.
+fn cmp_addr(a: &Endpoint, b: &Endpoint) -> std::cmp::Ordering {
+    let (ia, ib) = (a.ip.as_bytes(), b.ip.as_bytes());
+    let common = ia.len().min(ib.len());
+    match ia[..common].cmp(&ib[..common]) {
+        std::cmp::Ordering::Equal => {}
+        // The usual case: the addresses differ before either ends.
+        unequal => return unequal,
+    }
+    let (mut pa, mut pb) = ([0u8; 11], [0u8; 11]);
+    let (pa, pb) = (decimal(a.port, &mut pa), decimal(b.port, &mut pb));
+    a.ip.bytes()
+        .chain(std::iter::once(b':'))
+        .chain(pa.iter().copied())
+        .cmp(b.ip.bytes().chain(std::iter::once(b':')).chain(pb.iter().copied()))
+}
+
+/// `n` in decimal, in `buf` (an i32 takes at most 11 bytes).
+fn decimal(n: i32, buf: &mut [u8; 11]) -> &[u8] {
+    let mut rest = &mut buf[..];
+    let _ = std::io::Write::write_fmt(&mut rest, format_args!("{n}"));
+    let len = 11 - rest.len();
+    &buf[..len]
+}
+
 /// One EndpointSlice reduced to port name → endpoints. Named target ports are resolved per
 /// slice (each slice carries its own port numbers), so two slices may map the same port
 /// name to different numbers.
@@ -361,14 +386,23 @@ impl Tracker {
     /// `ip:port` as upstream's EndpointSliceCache does. When two slices list the same
     /// address, the first (by slice name) wins.
     pub fn endpoints(&self, spn: &ServicePortName) -> Vec<Endpoint> {
-        let mut by_addr: BTreeMap<String, Endpoint> = BTreeMap::new();
-        for view in self.slices.get(&spn.service).into_iter().flat_map(|m| m.values()) {
-            for ep in view.get(&spn.port).into_iter().flatten() {
-                by_addr.entry(ep.addr()).or_insert_with(|| ep.clone());
-            }
-        }
-        // upstream sorts by the endpoint string, which is what a BTreeMap on addr gives.
-        by_addr.into_values().collect()
+        self.endpoint_refs(spn).into_iter().cloned().collect()
+    }
+
+    /// [`Tracker::endpoints`] without copying them (the renderer's view).
+    pub fn endpoint_refs(&self, spn: &ServicePortName) -> Vec<&Endpoint> {
+        let mut eps: Vec<&Endpoint> = self
+            .slices
+            .get(&spn.service)
+            .into_iter()
+            .flat_map(|by_name| by_name.values())
+            .flat_map(|view| view.get(&spn.port).into_iter().flatten())
+            .collect();
+        // upstream sorts by the endpoint string. The sort is stable, so of two entries with the
+        // same address the one from the first slice stays.
+        eps.sort_by(|a, b| cmp_addr(a, b));
+        eps.dedup_by(|later, kept| cmp_addr(later, kept).is_eq());
+        eps
     }
 }
 
@@ -480,6 +514,26 @@ mod tests {
         ));
         let eps: Vec<_> = t.endpoints(&spn("ns", "svc", "p")).iter().map(Endpoint::addr).collect();
         assert_eq!(eps, ["10.0.0.2:80", "10.0.0.3:80"]);
+    }
+
+    #[test]
+    fn endpoints_sort_as_ip_port_strings_and_the_first_slice_wins() {
+        let mut t = Tracker::new();
+        let ep = |ip, node| (ip, node, true, true, false);
+        t.apply_slice(&slice("ns", "s-c", "svc", ("p", Some(80)), &[ep("10.0.0.1", "c")]));
+        t.apply_slice(&slice("ns", "s-b", "svc", ("p", Some(8080)), &[ep("10.0.0.1", "b")]));
+        t.apply_slice(&slice("ns", "s-a", "svc", ("p", Some(80)), &[ep("10.0.0.1", "a"), ep("10.0.0.10", "a")]));
+        let eps = t.endpoint_refs(&spn("ns", "svc", "p"));
+        let got: Vec<(String, Option<&str>)> = eps.iter().map(|e| (e.addr(), e.node_name.as_deref())).collect();
+        // As strings, "10.0.0.10:80" < "10.0.0.1:80" ('0' < ':') < "10.0.0.1:8080".
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.10:80".to_string(), Some("a")),
+                ("10.0.0.1:80".to_string(), Some("a")),
+                ("10.0.0.1:8080".to_string(), Some("b"))
+            ]
+        );
     }
 
     #[test]
