@@ -190,27 +190,21 @@ impl<I: Iptables> Proxier<I> {
         let start = Instant::now();
         // Until a sync succeeds, the kernel state is unknown: the next one must be full.
         self.need_full = true;
-        let mut jumps = Vec::new();
-        let existing = if full {
+        let render_tables = || render::render_tables(&self.cfg, &self.tracker(), (!full).then_some(&changed));
+        let rendered = if full {
             // Both tables at once: the saves are reads, and each is a process start plus a
-            // kernel dump, a fixed cost a full sync pays on top of the restore.
-            let (filter, nat) =
-                tokio::try_join!(self.ipt.save("filter"), self.ipt.save("nat")).map_err(SyncError::Save)?;
-            jumps = render::missing_jumps("filter", &filter);
+            // kernel dump, a fixed cost a full sync pays on top of the restore. Polled first
+            // (`biased`), the child processes are under way while this task renders; only the
+            // chain deletes and the missing jump rules wait for their output.
+            let saves = async { tokio::try_join!(self.ipt.save("filter"), self.ipt.save("nat")) };
+            let (saved, tables) = tokio::join!(biased; saves, async { render_tables() });
+            let (filter, nat) = saved.map_err(SyncError::Save)?;
+            let mut jumps = render::missing_jumps("filter", &filter);
             jumps.extend(render::missing_jumps("nat", &nat));
-            let mut existing = chains_in_save(&nat);
-            existing.extend(self.active_chains.iter().cloned());
-            existing
+            tables.finish(&[&chains_in_save(&nat), &self.active_chains], &jumps)
         } else {
-            self.active_chains.clone()
+            render_tables().finish(&[&self.active_chains], &[])
         };
-        let mut rendered = {
-            let t = self.tracker();
-            render::render(&self.cfg, &t, (!full).then_some(&changed), &existing)
-        };
-        if !jumps.is_empty() {
-            rendered.text = render::with_jumps(&rendered.text, &jumps);
-        }
         if let Err(e) = self.ipt.restore(&rendered.text, true).await {
             self.metrics.restore_failures.inc();
             // upstream: the trigger times this sync took are dropped with it, so the retry that

@@ -1258,6 +1258,25 @@ COMMIT
         assert_eq!(missing_jumps("filter", "").len(), 9);
     }
 
+    #[test]
+    fn finish_matches_a_render_with_the_union_of_existing_chains_plus_jumps() {
+        let t = two_services();
+        let saved: BTreeSet<String> =
+            ["KUBE-SVC-AAAAAAAAAAAAAAAA", "KUBE-SEP-SXIVWICOYRO3J4NJ", "PREROUTING"].map(String::from).into();
+        let previous: BTreeSet<String> =
+            ["KUBE-SEP-BBBBBBBBBBBBBBBB", "KUBE-SVC-AAAAAAAAAAAAAAAA"].map(String::from).into();
+        let union: BTreeSet<String> = saved.union(&previous).cloned().collect();
+        let jumps: Vec<&JumpRule> = missing_jumps("filter", "").into_iter().chain(missing_jumps("nat", "")).collect();
+        let got = render_tables(&cfg(), &t, None).finish(&[&saved, &previous], &jumps);
+        let want = render(&cfg(), &t, None, &union);
+        assert_eq!(got.text, with_jumps(&want.text, &jumps));
+        assert!(got.text.contains("-X KUBE-SEP-BBBBBBBBBBBBBBBB\n-X KUBE-SVC-AAAAAAAAAAAAAAAA\n"), "{}", got.text);
+        assert_eq!(
+            (got.nat_rules, got.filter_rules, &got.active_nat_chains),
+            (want.nat_rules, want.filter_rules, &want.active_nat_chains)
+        );
+    }
+
     fn internal_local(mut svc: k8s_openapi::api::core::v1::Service) -> k8s_openapi::api::core::v1::Service {
         svc.spec.as_mut().expect("spec").internal_traffic_policy = Some("Local".into());
         svc
