@@ -8,6 +8,9 @@
 //! server-side apply upgrade), the conflict error of `internal/conflict.go` and the entry
 //! encoding and ordering of `internal/managedfields.go`.
 
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
 use serde_json::{json, Map, Value};
 
 use super::fieldpath::{FieldSet, FieldsError, Path};
@@ -227,30 +230,37 @@ impl ManagedFields {
     fn finish(&mut self) {
         let strip = stripped_paths();
         for e in &mut self.entries {
-            e.fields = e.fields.difference(&strip);
+            e.fields = e.fields.difference(strip);
         }
         self.entries.retain(|e| !e.fields.is_empty());
     }
 }
 
-/// Fields never recorded in managedFields (upstream `stripMetaManager`).
-fn stripped_paths() -> FieldSet {
-    let mut s =
-        FieldSet::from_paths(&[Path::fields(&["apiVersion"]), Path::fields(&["kind"]), Path::fields(&["metadata"])]);
-    for f in [
-        "name",
-        "namespace",
-        "creationTimestamp",
-        "selfLink",
-        "uid",
-        "clusterName",
-        "generation",
-        "managedFields",
-        "resourceVersion",
-    ] {
-        s.insert(&Path::fields(&["metadata", f]).0);
-    }
-    s
+/// Fields never recorded in managedFields (upstream `stripMetaManager`). Built once: every
+/// write consults it, and building it was a tenth of a create's managedFields work.
+fn stripped_paths() -> &'static FieldSet {
+    static PATHS: LazyLock<FieldSet> = LazyLock::new(|| {
+        let mut s = FieldSet::from_paths(&[
+            Path::fields(&["apiVersion"]),
+            Path::fields(&["kind"]),
+            Path::fields(&["metadata"]),
+        ]);
+        for f in [
+            "name",
+            "namespace",
+            "creationTimestamp",
+            "selfLink",
+            "uid",
+            "clusterName",
+            "generation",
+            "managedFields",
+            "resourceVersion",
+        ] {
+            s.insert(&Path::fields(&["metadata", f]).0);
+        }
+        s
+    });
+    &PATHS
 }
 
 /// Top-level fields a write through one endpoint does not own: the fields its strategy resets
@@ -268,6 +278,20 @@ pub enum ResetFields {
 impl ResetFields {
     /// `obj` without the reset fields.
     pub fn strip(self, obj: &Value) -> Value {
+        self.view(obj).into_owned()
+    }
+
+    /// `obj` without the reset fields, copied only when it has some.
+    fn view(self, obj: &Value) -> Cow<'_, Value> {
+        let kept = |k: &str| matches!(k, "apiVersion" | "kind" | "metadata" | "status");
+        let untouched = match (self, obj.as_object()) {
+            (_, None) | (ResetFields::None, _) => true,
+            (ResetFields::Status, Some(m)) => !m.contains_key("status"),
+            (ResetFields::AllButStatus, Some(m)) => m.keys().all(|k| kept(k)),
+        };
+        if untouched {
+            return Cow::Borrowed(obj);
+        }
         let mut v = obj.clone();
         if let Some(m) = v.as_object_mut() {
             match self {
@@ -275,21 +299,23 @@ impl ResetFields {
                 ResetFields::Status => {
                     m.remove("status");
                 }
-                ResetFields::AllButStatus => {
-                    m.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"))
-                }
+                ResetFields::AllButStatus => m.retain(|k, _| kept(k)),
             }
         }
-        v
+        Cow::Owned(v)
     }
 }
 
-fn without_managed_fields(obj: &Value) -> Value {
-    let mut v = obj.clone();
+/// `obj` without `metadata.managedFields`, copied only when it has them.
+fn without_managed_fields(obj: Cow<'_, Value>) -> Cow<'_, Value> {
+    if obj.pointer("/metadata/managedFields").is_none() {
+        return obj;
+    }
+    let mut v = obj.into_owned();
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("managedFields");
     }
-    v
+    Cow::Owned(v)
 }
 
 /// One field another manager owns that an apply would change.
@@ -421,8 +447,8 @@ pub fn apply(live: &Value, config: &Value, managed: &ManagedFields, req: &ApplyR
         return Err(ApplyError::BadRequest("metadata.managedFields must be nil".into()));
     }
     let t = root_of(req.root_type);
-    let live = without_managed_fields(live);
-    let cfg = typed::strip_nulls(&req.reset.strip(config));
+    let live = without_managed_fields(Cow::Borrowed(live));
+    let cfg = typed::strip_nulls(&req.reset.view(config));
     let mut applied = match apply_once(&live, &cfg, managed, req, req.force, &t) {
         Err(conflicts) if req.manager == KUBECTL && !req.force => {
             // upstream lastAppliedManager: fields whose value still matches the client-side
@@ -466,7 +492,7 @@ fn apply_once(
                 .fields
                 .with_field_ancestors()
                 .difference(&owned.with_field_ancestors())
-                .difference(&stripped_paths());
+                .difference(stripped_paths());
             typed::remove(&merged, &gone, t)
         }
         None => merged,
@@ -513,12 +539,12 @@ fn apply_once(
 /// time only when it took fields.
 pub fn update(old: &Value, new: &Value, managed: &ManagedFields, req: &UpdateRequest) -> ManagedFields {
     let t = root_of(req.root_type);
-    let old = without_managed_fields(&req.reset.strip(old));
-    let new = without_managed_fields(&req.reset.strip(new));
+    let old = without_managed_fields(req.reset.view(old));
+    let new = without_managed_fields(req.reset.view(new));
     let cmp = typed::compare(&old, &new, &t);
     let changed = cmp.changed();
     let strip = stripped_paths();
-    let mine = changed.difference(&cmp.removed).difference(&strip);
+    let mine = changed.difference(&cmp.removed).difference(strip);
     let mut out = managed.clone();
     for e in &mut out.entries {
         e.fields = e.fields.difference(&changed).difference(&cmp.removed);
