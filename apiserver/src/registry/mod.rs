@@ -108,10 +108,11 @@ pub struct RegistryConfig {
 
 /// Decodes into the typed struct and encodes back, which prunes unknown fields and gives
 /// the canonical shape.
-pub type RoundTrip = fn(Value) -> Result<Value, String>;
+pub type RoundTrip = fn(&Value) -> Result<Value, String>;
 
-fn round_trip<K: serde::de::DeserializeOwned + serde::Serialize>(v: Value) -> Result<Value, String> {
-    let typed: K = serde_json::from_value(v).map_err(|e| e.to_string())?;
+fn round_trip<K: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+    // From a borrowed value: the caller keeps the original to find unknown fields in it.
+    let typed = K::deserialize(v).map_err(|e| e.to_string())?;
     serde_json::to_value(typed).map_err(|e| e.to_string())
 }
 
@@ -211,6 +212,12 @@ impl Registry {
     pub fn all(&self) -> impl Iterator<Item = &Arc<Kind>> {
         self.kinds.values().flat_map(HashMap::values)
     }
+}
+
+/// A random (version 4) UUID from the thread's CSPRNG; `Uuid::new_v4` asks the kernel for
+/// each one, two system calls on every create (its uid and the request's audit ID).
+pub fn random_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 
 /// Reads a string at a dotted path.

@@ -399,7 +399,7 @@ impl Store {
 
     /// Typed round trip + unknown-field policy. Returns the pruned object and warnings.
     fn decode_typed(&self, kind: &Kind, body: Value, fv: FieldValidation) -> Result<(Value, Vec<String>), ApiError> {
-        let pruned = (kind.round_trip)(body.clone()).map_err(|e| {
+        let pruned = (kind.round_trip)(&body).map_err(|e| {
             ApiError::bad_request(format!(
                 "{} in version \"{}\" cannot be handled as a {}: {e}",
                 kind.info.kind, kind.info.version, kind.info.kind
@@ -436,16 +436,21 @@ impl Store {
         let (true, Some(ns)) = (kind.info.namespaced, ns) else { return Ok(()) };
         let Some(nskind) = self.registry.get("", "namespaces") else { return Ok(()) };
         let key = Self::key(&nskind, None, ns);
-        let cached = self.cache(&nskind).get(&key);
-        let obj = match cached {
-            Some(o) => Some((*o).clone()),
-            None => {
-                self.etcd.get(&key).await.map_err(storage_err)?.and_then(|kv| decode(&kv.value, kv.mod_revision).ok())
-            }
+        let terminating = |o: &Value| o.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
+        // Read in place from the cache: the namespace is consulted on every create.
+        let state = match self.cache(&nskind).get(&key) {
+            Some(o) => Some(terminating(&o)),
+            None => self
+                .etcd
+                .get(&key)
+                .await
+                .map_err(storage_err)?
+                .and_then(|kv| decode(&kv.value, kv.mod_revision).ok())
+                .map(|o| terminating(&o)),
         };
-        match obj {
+        match state {
             None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(o) if o.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") => {
+            Some(true) => {
                 let mut e = ApiError::forbidden(format!(
                     "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                     kind.info.qualified_plural(),
@@ -463,7 +468,7 @@ impl Store {
                 }));
                 Err(e)
             }
-            Some(_) => Ok(()),
+            Some(false) => Ok(()),
         }
     }
 
@@ -542,7 +547,7 @@ impl Store {
                     m.insert("name".into(), json!(format!("{g}{}", name_suffix())));
                 }
             }
-            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            m.insert("uid".into(), json!(super::random_uuid().to_string()));
             m.insert("creationTimestamp".into(), json!(now()));
             m.remove("deletionTimestamp");
             m.remove("deletionGracePeriodSeconds");
@@ -1119,6 +1124,10 @@ fn async_stream(
 
 /// The stored bytes: the object without its resourceVersion.
 fn strip_rv(o: &Value) -> Vec<u8> {
+    if o.get("metadata").and_then(|m| m.get("resourceVersion")).is_none() {
+        // A create's object has none: no copy needed.
+        return serde_json::to_vec(o).expect("a serde_json::Value always serializes");
+    }
     let mut c = o.clone();
     if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");

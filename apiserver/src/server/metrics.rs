@@ -54,11 +54,12 @@ fn latency_histogram() -> Histogram {
 }
 
 /// upstream's verb names: LIST and WATCH are told apart from GET.
-pub fn verb(method: &Method, path: &str, query: &str) -> String {
+/// `parsed` is `path` as [`super::path::parse`] reads it.
+pub fn verb(method: &Method, path: &str, query: &str, parsed: Option<&super::path::ApiPath>) -> String {
     let is_watch = query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1") || path.contains("/watch/");
     match *method {
         Method::GET if is_watch => "WATCH".into(),
-        Method::GET => match super::path::parse(path) {
+        Method::GET => match parsed {
             Some(p) if p.name.is_none() => "LIST".into(),
             _ => "GET".into(),
         },

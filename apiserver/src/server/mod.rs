@@ -71,7 +71,11 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let audit_id = uuid::Uuid::new_v4().to_string();
+    let audit_id = crate::registry::random_uuid().to_string();
+    // Parsed once for the route and the metrics' labels.
+    let parsed = path::parse(&path);
+    let verb = metrics::verb(&method, &path, &query, parsed.as_ref());
+    let resource = parsed.as_ref().map(|p| p.plural.clone()).unwrap_or_default();
     let mut resp = if is_health(&path) {
         health(&app, &path).await
     } else {
@@ -87,38 +91,27 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
                         Ok(p) => Some(p),
                         Err(_) => {
                             let e = ApiError::too_many_requests("Too many requests, please try again later.", 1);
-                            return finish_metrics(
-                                &app,
-                                &method,
-                                &path,
-                                &query,
-                                started,
-                                error_response(&e),
-                                &audit_id,
-                            );
+                            return finish_metrics(&app, &verb, &resource, started, error_response(&e), &audit_id);
                         }
                     }
                 };
-                route(&app, req, &method, &path, &query).await
+                route(&app, req, &method, &path, &query, parsed).await
             }
         }
     };
-    resp = finish_metrics(&app, &method, &path, &query, started, resp, &audit_id);
+    resp = finish_metrics(&app, &verb, &resource, started, resp, &audit_id);
     resp
 }
 
 fn finish_metrics(
     app: &App,
-    method: &Method,
-    path: &str,
-    query: &str,
+    verb: &str,
+    resource: &str,
     started: Instant,
     mut resp: Response,
     audit_id: &str,
 ) -> Response {
-    let verb = metrics::verb(method, path, query);
-    let resource = path::parse(path).map(|p| p.plural).unwrap_or_default();
-    app.metrics.observe(&verb, &resource, resp.status().as_u16(), started.elapsed());
+    app.metrics.observe(verb, resource, resp.status().as_u16(), started.elapsed());
     if let Ok(v) = HeaderValue::from_str(audit_id) {
         resp.headers_mut().insert("audit-id", v);
     }
@@ -152,7 +145,15 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     }
 }
 
-async fn route(app: &Arc<App>, req: Request, method: &Method, path: &str, query: &str) -> Response {
+/// `parsed` is `path` as [`path::parse`] reads it.
+async fn route(
+    app: &Arc<App>,
+    req: Request,
+    method: &Method,
+    path: &str,
+    query: &str,
+    parsed: Option<path::ApiPath>,
+) -> Response {
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if *method == Method::GET {
         match path.trim_end_matches('/') {
@@ -209,7 +210,7 @@ async fn route(app: &Arc<App>, req: Request, method: &Method, path: &str, query:
             _ => {}
         }
     }
-    let Some(p) = path::parse(path) else {
+    let Some(p) = parsed else {
         return error_response(&ApiError::not_found_path());
     };
     if kubelet_proxy::is_kubelet_subresource(&p) {

@@ -4,7 +4,7 @@
 //! own on etcd (which answers 410 once etcd has compacted that revision).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -32,30 +32,59 @@ impl EventType {
 
 /// A cached object: its JSON value, and its serialized form, made once on first use, so a
 /// list or a watch event of an unchanged object costs a copy, not a serialization.
+///
+/// Objects off the etcd watch keep the stored bytes and are parsed on first use: most writes
+/// (a create nobody lists or watches yet) then cost the cache no parse at all.
 #[derive(Debug)]
 pub struct Obj {
-    value: Value,
-    json: std::sync::OnceLock<bytes::Bytes>,
+    value: OnceLock<Value>,
+    /// The stored JSON and its revision, until `value` is parsed from them.
+    stored: Mutex<Option<(bytes::Bytes, i64)>>,
+    json: OnceLock<bytes::Bytes>,
 }
 
 impl Obj {
     pub fn new(value: Value) -> Self {
-        Self { value, json: std::sync::OnceLock::new() }
+        Self { value: OnceLock::from(value), stored: Mutex::new(None), json: OnceLock::new() }
+    }
+    /// An object as etcd stores it, carrying `rev` as its resourceVersion once parsed. The
+    /// bytes are checked to be JSON now, so that what cannot be decoded is refused here as
+    /// [`decode`] would refuse it.
+    pub fn stored(value: &[u8], rev: i64) -> Result<Self, StorageError> {
+        check_json(value)?;
+        Ok(Self {
+            value: OnceLock::new(),
+            stored: Mutex::new(Some((bytes::Bytes::copy_from_slice(value), rev))),
+            json: OnceLock::new(),
+        })
     }
     pub fn value(&self) -> &Value {
-        &self.value
+        self.value.get_or_init(|| {
+            let stored = match self.stored.lock() {
+                Ok(mut s) => s.take(),
+                Err(poisoned) => poisoned.into_inner().take(),
+            };
+            // `stored` is taken only here, and this runs once; it is None only for `Obj::new`,
+            // whose value is set already.
+            let Some((raw, rev)) = stored else { return Value::Null };
+            decode(&raw, rev).unwrap_or_else(|e| {
+                // Only JSON nested deeper than the parser's limit passes `check_json` and fails here.
+                tracing::error!(error = %e, "cached object does not decode");
+                Value::Null
+            })
+        })
     }
     /// The object as JSON bytes.
     pub fn json(&self) -> &bytes::Bytes {
         self.json
-            .get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&self.value).expect("a Value always serializes")))
+            .get_or_init(|| bytes::Bytes::from(serde_json::to_vec(self.value()).expect("a Value always serializes")))
     }
 }
 
 impl std::ops::Deref for Obj {
     type Target = Value;
     fn deref(&self) -> &Value {
-        &self.value
+        self.value()
     }
 }
 
@@ -117,6 +146,14 @@ pub fn decode(value: &[u8], rev: i64) -> Result<Value, StorageError> {
     Ok(obj)
 }
 
+/// Whether `value` is JSON [`decode`] accepts, without building it: UTF-8 (which skipping a
+/// string does not check) and well-formed.
+fn check_json(value: &[u8]) -> Result<(), StorageError> {
+    std::str::from_utf8(value).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(value).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    Ok(())
+}
+
 /// Turns one etcd watch event into ours. `known_prev` is the previous object when the caller
 /// tracks it (the cache); otherwise etcd's prev_kv is used.
 pub fn convert_event(
@@ -124,14 +161,23 @@ pub fn convert_event(
     ev: &etcd_client::Event,
     known_prev: Option<Arc<Obj>>,
 ) -> Option<Result<WatchEvent, StorageError>> {
+    let key = etcd.key_name(ev.kv()?.key());
+    convert(key, ev, known_prev)
+}
+
+/// [`convert_event`] for a key already stripped of the prefix.
+fn convert(
+    key: String,
+    ev: &etcd_client::Event,
+    known_prev: Option<Arc<Obj>>,
+) -> Option<Result<WatchEvent, StorageError>> {
     let kv = ev.kv()?;
-    let key = etcd.key_of(kv);
     let rev = kv.mod_revision();
     let prev = match known_prev {
         Some(p) => Some(p),
         None => match ev.prev_kv() {
-            Some(p) => match decode(p.value(), p.mod_revision()) {
-                Ok(v) => Some(Arc::new(Obj::new(v))),
+            Some(p) => match Obj::stored(p.value(), p.mod_revision()) {
+                Ok(o) => Some(Arc::new(o)),
                 Err(e) => return Some(Err(e)),
             },
             None => None,
@@ -139,7 +185,7 @@ pub fn convert_event(
     };
     match ev.event_type() {
         etcd_client::EventType::Put => {
-            let obj = match decode(kv.value(), rev) {
+            let obj = match Obj::stored(kv.value(), rev) {
                 Ok(o) => o,
                 Err(e) => return Some(Err(e)),
             };
@@ -148,7 +194,7 @@ pub fn convert_event(
             } else {
                 EventType::Modified
             };
-            Some(Ok(WatchEvent { kind, key: key.key, object: Arc::new(Obj::new(obj)), prev, rev }))
+            Some(Ok(WatchEvent { kind, key, object: Arc::new(obj), prev, rev }))
         }
         etcd_client::EventType::Delete => {
             let mut last = prev.as_deref().map(|o| o.value().clone()).unwrap_or(Value::Null);
@@ -158,7 +204,7 @@ pub fn convert_event(
                 return None;
             }
             set_resource_version(&mut last, rev);
-            Some(Ok(WatchEvent { kind: EventType::Deleted, key: key.key, object: Arc::new(Obj::new(last)), prev, rev }))
+            Some(Ok(WatchEvent { kind: EventType::Deleted, key, object: Arc::new(Obj::new(last)), prev, rev }))
         }
     }
 }
@@ -264,11 +310,11 @@ impl Cacher {
         let Ok(mut s) = self.state.write() else { return };
         for ev in events {
             let key = match ev.kv() {
-                Some(kv) => self.etcd.key_of(kv).key,
+                Some(kv) => self.etcd.key_name(kv.key()),
                 None => continue,
             };
             let prev = s.objects.get(&key).cloned();
-            let converted = match convert_event(&self.etcd, ev, prev) {
+            let converted = match convert(key.clone(), ev, prev) {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
                     tracing::error!(key = %key, error = %e, "skipping undecodable event");

@@ -258,9 +258,9 @@ impl Etcd {
             .await?)
     }
 
-    /// Strips the prefix from a key read off a watch.
-    pub fn key_of(&self, kv: &etcd_client::KeyValue) -> KeyValue {
-        self.kv_of(kv)
+    /// A key read off a watch, below the prefix, without copying its value.
+    pub fn key_name(&self, key: &[u8]) -> String {
+        self.strip(key)
     }
 
     pub async fn compact(&self, revision: i64) -> Result<(), StorageError> {
