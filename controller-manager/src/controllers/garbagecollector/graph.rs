@@ -1,5 +1,6 @@
 //! The pure half of the collector: given every object's ownership facts, what to do.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 
 use super::{FOREGROUND, ORPHAN};
@@ -49,17 +50,19 @@ pub enum Action {
     },
 }
 
-/// upstream's garbage collector decisions over one snapshot of the graph.
-pub fn plan(nodes: &[Node]) -> Vec<Action> {
+/// upstream's garbage collector decisions over one snapshot of the graph (owned nodes, or
+/// the collector's shared `Arc<Node>`s).
+pub fn plan<N: Borrow<Node>>(nodes: &[N]) -> Vec<Action> {
+    let nodes: Vec<&Node> = nodes.iter().map(Borrow::borrow).collect();
     let uids: HashSet<&str> = nodes.iter().map(|n| n.uid.as_str()).collect();
     let mut dependents: HashMap<&str, Vec<&Node>> = HashMap::new();
-    for n in nodes {
+    for &n in &nodes {
         for o in &n.owners {
             dependents.entry(o.uid.as_str()).or_default().push(n);
         }
     }
     let mut out = Vec::new();
-    for n in nodes {
+    for &n in &nodes {
         let deps = dependents.get(n.uid.as_str()).cloned().unwrap_or_default();
         if n.deleting && n.finalizers.iter().any(|f| f == ORPHAN) {
             for d in &deps {

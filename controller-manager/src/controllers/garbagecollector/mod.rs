@@ -5,23 +5,25 @@
 //!   dependents, then loses the finalizer;
 //! - background: a dependent whose owners are all gone is deleted.
 //!
-//! Watches only wake the collector; each pass reads the reflector stores and acts through the
+//! Watches only wake the collector; each pass reads the graph's stores and acts through the
 //! API, so a restart loses nothing but the stores.
 //!
 //! upstream: the collector watches through metadata informers (`PartialObjectMetadata`), never
 //! whole objects, and kube-controller-manager trims managedFields from every informer. The
-//! stores here go one step further and keep only the metadata a pass reads ([`trim`]): with
-//! every pod of the cluster in them, a full copy would double the controller-manager's memory.
+//! stores here go one step further: each object is kept as the graph [`Node`] a pass reads
+//! ([`node_of`]: identity, version, deletion, finalizers and owners), built once when its event
+//! arrives and shared with every pass. With every pod of the cluster in them, a full copy would
+//! double the controller-manager's memory, and a node list rebuilt per pass would churn it.
 
 mod graph;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::{stream, StreamExt};
-use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, PartialObjectMeta, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::api::{Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -35,26 +37,53 @@ pub const ORPHAN: &str = "orphan";
 
 type Meta = PartialObjectMeta<DynamicObject>;
 
-struct Watched {
-    res: Resource,
-    store: Store<Meta>,
+/// One resource's objects as graph nodes, by uid.
+#[derive(Default)]
+pub struct Store {
+    nodes: RwLock<HashMap<String, Arc<Node>>>,
+    /// The first list has been stored.
+    synced: AtomicBool,
+    relist: std::sync::Mutex<HashMap<String, Arc<Node>>>,
 }
 
-/// Keeps only what [`node_of`] and the actions read: identity, version, deletion, finalizers and
-/// owners. Labels, annotations, managedFields and the rest would only cost memory.
-pub fn trim(o: &mut Meta) {
-    let m = std::mem::take(&mut o.metadata);
-    o.types = None;
-    o.metadata = ObjectMeta {
-        name: m.name,
-        namespace: m.namespace,
-        uid: m.uid,
-        resource_version: m.resource_version,
-        deletion_timestamp: m.deletion_timestamp,
-        finalizers: m.finalizers,
-        owner_references: m.owner_references,
-        ..ObjectMeta::default()
-    };
+impl Store {
+    /// Applies one watch event for the resource at index `res`.
+    pub fn apply(&self, ev: watcher::Event<Meta>, res: usize) {
+        // Every write is a single map operation, so a poisoned lock is still consistent.
+        let nodes = || self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let relist = || self.relist.lock().unwrap_or_else(|p| p.into_inner());
+        match ev {
+            watcher::Event::Init => relist().clear(),
+            watcher::Event::InitApply(o) => {
+                let n = node_of(&o, res);
+                relist().insert(n.uid.clone(), Arc::new(n));
+            }
+            watcher::Event::InitDone => {
+                *nodes() = std::mem::take(&mut *relist());
+                self.synced.store(true, Ordering::Release);
+            }
+            watcher::Event::Apply(o) => {
+                let n = node_of(&o, res);
+                nodes().insert(n.uid.clone(), Arc::new(n));
+            }
+            watcher::Event::Delete(o) => {
+                nodes().remove(o.metadata.uid.as_deref().unwrap_or_default());
+            }
+        }
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+}
+
+struct Watched {
+    res: Resource,
+    store: Arc<Store>,
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
@@ -62,14 +91,16 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let resources = deletable(&ctx.client).await?;
     let mut watched = Vec::new();
     let mut streams = Vec::new();
-    for res in resources {
-        let writer = Writer::new(res.ar.clone());
-        let store = writer.as_reader();
+    for (i, res) in resources.into_iter().enumerate() {
+        let store = Arc::new(Store::default());
         // Api<PartialObjectMeta<_>> lists and watches with `as=PartialObjectMetadata`.
         let api: Api<Meta> = Api::all_with(ctx.client.clone(), &res.ar);
-        let w = wake.clone();
-        let events = watcher(api, watcher::Config::default()).modify(trim).default_backoff();
-        let s = reflector::reflector(writer, events).for_each(move |_| {
+        let (w, st) = (wake.clone(), store.clone());
+        let s = watcher(api, watcher::Config::default()).default_backoff().for_each(move |ev| {
+            match ev {
+                Ok(ev) => st.apply(ev, i),
+                Err(e) => tracing::debug!(controller = "garbagecollector", error = %e, "watch error; retrying"),
+            }
             w.notify_one();
             futures::future::ready(())
         });
@@ -89,19 +120,13 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         }
         // Let a burst of events settle into one pass.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if watched.iter().any(|w| w.store.state().is_empty() && !is_ready(&w.store)) {
-            continue;
-        }
         if let Err(e) = pass(&ctx.client, &watched).await {
             tracing::warn!(controller = "garbagecollector", error = %e, "pass failed; will retry");
         }
     }
 }
 
-fn is_ready(store: &Store<Meta>) -> bool {
-    futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
-}
-
+/// What a pass reads of an object: everything else in its metadata is dropped on arrival.
 fn node_of(obj: &Meta, res: usize) -> Node {
     let m = &obj.metadata;
     Node {
@@ -114,14 +139,13 @@ fn node_of(obj: &Meta, res: usize) -> Node {
         finalizers: m.finalizers.clone().unwrap_or_default(),
         owners: m
             .owner_references
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
+            .iter()
+            .flatten()
             .map(|o| graph::Owner {
-                uid: o.uid,
-                api_version: o.api_version,
-                kind: o.kind,
-                name: o.name,
+                uid: o.uid.clone(),
+                api_version: o.api_version.clone(),
+                kind: o.kind.clone(),
+                name: o.name.clone(),
                 block: o.block_owner_deletion.unwrap_or(false),
             })
             .collect(),
@@ -129,14 +153,10 @@ fn node_of(obj: &Meta, res: usize) -> Node {
 }
 
 async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Error> {
-    if !watched.iter().all(|w| is_ready(&w.store)) {
+    if !watched.iter().all(|w| w.store.is_synced()) {
         return Ok(());
     }
-    let nodes: Vec<Node> = watched
-        .iter()
-        .enumerate()
-        .flat_map(|(i, w)| w.store.state().into_iter().map(move |o| node_of(&o, i)))
-        .collect();
+    let nodes: Vec<Arc<Node>> = watched.iter().flat_map(|w| w.store.nodes()).collect();
     let kinds: HashMap<(String, String), usize> =
         watched.iter().enumerate().map(|(i, w)| ((w.res.ar.api_version.clone(), w.res.ar.kind.clone()), i)).collect();
     for action in plan(&nodes) {
@@ -168,18 +188,27 @@ async fn pass(client: &kube::Client, watched: &[Watched]) -> Result<(), kube::Er
                 replace_at_version(&api_for(node), node, "/metadata/finalizers", json!(rest)).await
             }
             GcAction::RemoveOwner { node, owner_uid } => {
-                let kept: Vec<serde_json::Value> = watched[node.res]
-                    .store
-                    .state()
-                    .into_iter()
-                    .find(|o| o.metadata.uid.as_deref() == Some(node.uid.as_str()))
-                    .and_then(|o| o.metadata.owner_references.clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|o| o.uid != *owner_uid)
-                    .map(|o| serde_json::to_value(o).expect("an OwnerReference serializes"))
-                    .collect();
-                replace_at_version(&api_for(node), node, "/metadata/ownerReferences", json!(kept)).await
+                // The store keeps owners only as far as the graph needs them: the references
+                // written back come from the live object, at the version they were read.
+                let api = api_for(node);
+                match api.get_opt(&node.name).await? {
+                    Some(live) if live.metadata.uid.as_deref() == Some(node.uid.as_str()) => {
+                        let kept: Vec<serde_json::Value> = live
+                            .metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .filter(|o| o.uid != *owner_uid)
+                            .map(|o| serde_json::to_value(o).expect("an OwnerReference serializes"))
+                            .collect();
+                        let read = Node {
+                            resource_version: live.metadata.resource_version.unwrap_or_default(),
+                            ..node.clone()
+                        };
+                        replace_at_version(&api, &read, "/metadata/ownerReferences", json!(kept)).await
+                    }
+                    _ => Ok(()),
+                }
             }
         };
         match result {
@@ -236,17 +265,17 @@ async fn owners_alive(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference, Time};
-    use kube::api::TypeMeta;
+    use kube::api::{ObjectMeta, TypeMeta};
 
-    fn full() -> Meta {
+    fn meta(uid: &str, rv: &str) -> Meta {
         Meta {
             types: Some(TypeMeta { api_version: "meta.k8s.io/v1".into(), kind: "PartialObjectMetadata".into() }),
             metadata: ObjectMeta {
                 name: Some("web-1".into()),
                 generate_name: Some("web-".into()),
                 namespace: Some("default".into()),
-                uid: Some("u1".into()),
-                resource_version: Some("42".into()),
+                uid: Some(uid.into()),
+                resource_version: Some(rv.into()),
                 creation_timestamp: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
                 deletion_timestamp: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
                 finalizers: Some(vec![FOREGROUND.into()]),
@@ -271,30 +300,54 @@ mod tests {
     }
 
     #[test]
-    fn trim_keeps_what_the_collector_reads_and_nothing_else() {
-        let mut o = full();
-        trim(&mut o);
-        let f = full().metadata;
+    fn a_node_keeps_what_a_pass_reads() {
         assert_eq!(
-            o.metadata,
-            ObjectMeta {
-                name: f.name,
-                namespace: f.namespace,
-                uid: f.uid,
-                resource_version: f.resource_version,
-                deletion_timestamp: f.deletion_timestamp,
-                finalizers: f.finalizers,
-                owner_references: f.owner_references,
-                ..Default::default()
+            node_of(&meta("u1", "42"), 3),
+            Node {
+                res: 3,
+                uid: "u1".into(),
+                name: "web-1".into(),
+                namespace: Some("default".into()),
+                resource_version: "42".into(),
+                deleting: true,
+                finalizers: vec![FOREGROUND.into()],
+                owners: vec![graph::Owner {
+                    uid: "u0".into(),
+                    api_version: "apps/v1".into(),
+                    kind: "ReplicaSet".into(),
+                    name: "web".into(),
+                    block: true,
+                }],
             }
         );
-        assert_eq!(o.types, None);
+    }
+
+    fn uids_and_versions(s: &Store) -> Vec<(String, String)> {
+        let mut v: Vec<_> = s.nodes().iter().map(|n| (n.uid.clone(), n.resource_version.clone())).collect();
+        v.sort();
+        v
     }
 
     #[test]
-    fn a_trimmed_object_makes_the_same_graph_node() {
-        let mut o = full();
-        trim(&mut o);
-        assert_eq!(node_of(&o, 3), node_of(&full(), 3));
+    fn the_store_follows_the_watch_and_a_relist_replaces_it() {
+        let s = Store::default();
+        s.apply(watcher::Event::Init, 0);
+        s.apply(watcher::Event::InitApply(meta("a", "1")), 0);
+        assert!(!s.is_synced(), "not synced before the list is complete");
+        assert!(s.nodes().is_empty());
+        s.apply(watcher::Event::InitDone, 0);
+        assert!(s.is_synced());
+        s.apply(watcher::Event::Apply(meta("b", "2")), 0);
+        s.apply(watcher::Event::Apply(meta("a", "3")), 0);
+        assert_eq!(uids_and_versions(&s), [("a".into(), "3".into()), ("b".into(), "2".into())]);
+        s.apply(watcher::Event::Delete(meta("b", "4")), 0);
+        assert_eq!(uids_and_versions(&s), [("a".into(), "3".into())]);
+
+        // A relist: what it lacks is gone once it is done, the old contents stay until then.
+        s.apply(watcher::Event::Init, 0);
+        s.apply(watcher::Event::InitApply(meta("c", "5")), 0);
+        assert_eq!(uids_and_versions(&s), [("a".into(), "3".into())]);
+        s.apply(watcher::Event::InitDone, 0);
+        assert_eq!(uids_and_versions(&s), [("c".into(), "5".into())]);
     }
 }
