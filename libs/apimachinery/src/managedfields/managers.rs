@@ -308,7 +308,8 @@ impl ResetFields {
 
 /// `obj` without `metadata.managedFields`, copied only when it has them.
 fn without_managed_fields(obj: Cow<'_, Value>) -> Cow<'_, Value> {
-    if obj.pointer("/metadata/managedFields").is_none() {
+    // Not `pointer`: it copies its path apart on every call, and this runs on every write.
+    if obj.get("metadata").and_then(|m| m.get("managedFields")).is_none() {
         return obj;
     }
     let mut v = obj.into_owned();
