@@ -103,17 +103,33 @@ pub fn decode_body(ct: &str, body: &[u8]) -> Result<Value, ApiError> {
 /// `spec.containers[0].image`): what `fieldValidation` reports as duplicate fields.
 pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
     use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use std::borrow::Cow;
     use std::cell::RefCell;
+    use std::fmt::Write;
 
+    // Every request body is walked, so the walk allocates nothing per key: keys are borrowed
+    // from the body (unless escaped) and one path buffer grows and shrinks as it descends.
     struct Walker<'a> {
-        path: String,
+        path: &'a RefCell<String>,
         out: &'a RefCell<Vec<String>>,
     }
-    fn join(path: &str, key: &str) -> String {
-        if path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{path}.{key}")
+    struct Key;
+    impl<'de> DeserializeSeed<'de> for Key {
+        type Value = Cow<'de, str>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Key {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string key")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+            Ok(Cow::Owned(v.to_string()))
         }
     }
     impl<'de> DeserializeSeed<'de> for Walker<'_> {
@@ -129,21 +145,35 @@ pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             let mut seen = std::collections::HashSet::new();
-            while let Some(k) = map.next_key::<String>()? {
-                let p = join(&self.path, &k);
-                if !seen.insert(k) {
-                    self.out.borrow_mut().push(p.clone());
+            let len = self.path.borrow().len();
+            while let Some(k) = map.next_key_seed(Key)? {
+                {
+                    let mut p = self.path.borrow_mut();
+                    if len > 0 {
+                        p.push('.');
+                    }
+                    p.push_str(&k);
                 }
-                map.next_value_seed(Walker { path: p, out: self.out })?;
+                if !seen.insert(k) {
+                    self.out.borrow_mut().push(self.path.borrow().clone());
+                }
+                map.next_value_seed(Walker { path: self.path, out: self.out })?;
+                self.path.borrow_mut().truncate(len);
             }
             Ok(())
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let len = self.path.borrow().len();
             let mut i = 0;
-            while seq.next_element_seed(Walker { path: format!("{}[{i}]", self.path), out: self.out })?.is_some() {
+            loop {
+                let _ = write!(self.path.borrow_mut(), "[{i}]");
+                let more = seq.next_element_seed(Walker { path: self.path, out: self.out })?.is_some();
+                self.path.borrow_mut().truncate(len);
+                if !more {
+                    return Ok(());
+                }
                 i += 1;
             }
-            Ok(())
         }
         fn visit_bool<E>(self, _: bool) -> Result<(), E> {
             Ok(())
@@ -165,9 +195,10 @@ pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
         }
     }
     let out = RefCell::new(Vec::new());
+    let path = RefCell::new(String::new());
     let mut de = serde_json::Deserializer::from_slice(body);
     // Malformed JSON is reported by the decoder proper.
-    let _ = Walker { path: String::new(), out: &out }.deserialize(&mut de);
+    let _ = Walker { path: &path, out: &out }.deserialize(&mut de);
     out.into_inner()
 }
 
@@ -258,6 +289,8 @@ mod tests {
         let body = br#"{"metadata":{"name":"a","name":"b"},"spec":{"containers":[{"image":"x","image":"y"}]}}"#;
         assert_eq!(duplicate_fields(body), ["metadata.name", "spec.containers[0].image"]);
         assert!(duplicate_fields(br#"{"a":{"b":1},"c":{"b":2}}"#).is_empty());
+        let nested = br#"{"items":[{"a":1},{"a":1,"a":2}],"m":{"x":{"k":1,"k":2}},"e\u0041":1,"eA":2}"#;
+        assert_eq!(duplicate_fields(nested), ["items[1].a", "m.x.k", "eA"]);
     }
 
     #[test]
