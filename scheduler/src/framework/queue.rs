@@ -413,6 +413,15 @@ mod tests {
     use super::*;
     use crate::testutil::pod;
 
+    /// Pod "p" added, popped and rejected by `plugin` at the returned instant.
+    fn rejected_once(q: &mut Queue, plugin: &'static str) -> (Instant, Popped) {
+        let t0 = Instant::now();
+        q.add_or_update(info("p", 0, 0), t0);
+        let p = q.pop(t0).expect("ready");
+        q.requeue_unschedulable(&p.info.uid, p.cycle, vec![plugin], t0);
+        (t0, p)
+    }
+
     fn info(name: &str, priority: i32, created_s: i64) -> Arc<PodInfo> {
         let mut p = pod(name, "100m", "");
         p.spec.as_mut().expect("spec").priority = Some(priority);
@@ -459,10 +468,7 @@ mod tests {
     #[test]
     fn unschedulable_pod_moves_on_a_relevant_event_only() {
         let mut q = Queue::new();
-        let t0 = Instant::now();
-        q.add_or_update(info("p", 0, 0), t0);
-        let p = q.pop(t0).expect("ready");
-        q.requeue_unschedulable(&p.info.uid, p.cycle, vec!["NodeResourcesFit"], t0);
+        let (t0, p) = rejected_once(&mut q, "NodeResourcesFit");
         let later = t0 + Duration::from_secs(20);
         q.move_for_event(Some(&["InterPodAffinity"]), later);
         assert_eq!(q.location(&p.info.uid), Some(Location::Unschedulable));
@@ -484,10 +490,7 @@ mod tests {
     #[test]
     fn an_idle_queue_pops_a_pod_from_backoff_early_but_not_one_that_hit_an_error() {
         let mut q = Queue::new();
-        let t0 = Instant::now();
-        q.add_or_update(info("p", 0, 0), t0);
-        let p = q.pop(t0).expect("ready");
-        q.requeue_unschedulable(&p.info.uid, p.cycle, vec!["VolumeBinding"], t0);
+        let (t0, p) = rejected_once(&mut q, "VolumeBinding");
         // The claim it waited for appears 10 ms later: the pod is in backoff until t0 + 1 s...
         let t1 = t0 + Duration::from_millis(10);
         q.move_for_event(Some(&["VolumeBinding"]), t1);
@@ -505,10 +508,7 @@ mod tests {
     #[test]
     fn with_the_gate_off_an_idle_queue_waits_the_backoff_out() {
         let mut q = Queue::with_pop_from_backoff(false);
-        let t0 = Instant::now();
-        q.add_or_update(info("p", 0, 0), t0);
-        let p = q.pop(t0).expect("ready");
-        q.requeue_unschedulable(&p.info.uid, p.cycle, vec!["VolumeBinding"], t0);
+        let (t0, p) = rejected_once(&mut q, "VolumeBinding");
         let t1 = t0 + Duration::from_millis(10);
         q.move_for_event(Some(&["VolumeBinding"]), t1);
         assert!(q.pop(t1).is_none(), "idle, but the pod is still backing off");
@@ -520,10 +520,7 @@ mod tests {
     #[test]
     fn unschedulable_pods_are_retried_after_five_minutes_at_the_latest() {
         let mut q = Queue::new();
-        let t0 = Instant::now();
-        q.add_or_update(info("p", 0, 0), t0);
-        let p = q.pop(t0).expect("ready");
-        q.requeue_unschedulable(&p.info.uid, p.cycle, vec!["NodeResourcesFit"], t0);
+        let (t0, _) = rejected_once(&mut q, "NodeResourcesFit");
         assert!(q.pop(t0 + Duration::from_secs(299)).is_none());
         assert!(q.pop(t0 + MAX_UNSCHEDULABLE).is_some());
     }
