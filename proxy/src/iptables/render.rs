@@ -170,6 +170,8 @@ pub fn missing_jumps(table: &str, saved: &str) -> Vec<&'static JumpRule> {
 /// Adds `-I SRC 1 ...` lines for `jumps` at the end of their table's section, so a full sync
 /// repairs missing jump rules in the same restore instead of one `iptables` run per rule.
 /// Inserting in list order at position 1 leaves them in the order upstream's prepends do.
+/// The sync does this inside [`Tables::finish`]; this whole-text form is the tests' reference.
+#[cfg(test)]
 pub fn with_jumps(text: &str, jumps: &[&JumpRule]) -> String {
     let mut out = String::with_capacity(text.len() + jumps.len() * 128);
     let mut table = "";
@@ -529,7 +531,7 @@ pub fn render_tables(cfg: &RenderConfig, tracker: &Tracker, changed: Option<&BTr
 impl Tables {
     /// The restore input. Of the `existing_nat_chains` (what the kernel may hold: the chains
     /// `iptables-save` listed, those the last restore wrote), ours that are no longer in use
-    /// are flushed and deleted; `jumps` are inserted as [`with_jumps`] does.
+    /// are flushed and deleted; `jumps` are inserted at the end of their table (`-I SRC 1`).
     pub fn finish(self, existing_nat_chains: &[&BTreeSet<String>], jumps: &[&JumpRule]) -> Rendered {
         let Tables { filter, mut nat, nat_tail, skipped_rules, active_nat_chains: active } = self;
         let mut stale: Vec<&str> = existing_nat_chains
