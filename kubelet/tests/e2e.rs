@@ -292,8 +292,30 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    // The crasher now (after the kubelet restart, which forgets backoffs as upstream's does): its
-    // backoff delays run while the other checks do.
+    // ---- the runtime down: the node goes NotReady with the reason, pods untouched; back: Ready ----
+    let ready_reason = |n: Node| -> Option<(String, String)> {
+        let c = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
+        Some((c.status, c.message.unwrap_or_default()))
+    };
+    let running_ids = ids_of(&pods.get("app").await?);
+    cluster.node.stop_containerd();
+    let why = wait_for("NotReady while containerd is down", WAIT, || async {
+        let (status, message) = ready_reason(nodes.get(&node_name).await.ok()?)?;
+        (status == "False").then_some(message)
+    })
+    .await?;
+    assert!(why.contains("container runtime"), "{why}");
+    cluster.node.spawn_containerd()?;
+    wait_for("Ready again", WAIT, || async {
+        (ready_reason(nodes.get(&node_name).await.ok()?)?.0 == "True").then_some(())
+    })
+    .await?;
+    assert_eq!(ids_of(&pods.get("app").await?), running_ids, "containers changed across a runtime restart");
+
+    // The crasher now: after the kubelet restart (which forgets backoffs, as upstream's does) and
+    // after the runtime restart, because a containerd stopped between a start and its exit
+    // leaves an attempt that never exited and so restarts without a backoff. Its backoff delays
+    // run while the other checks do.
     let crash: Pod = serde_json::from_value(json!({
         "metadata": {"name": "crash"},
         "spec": {"nodeName": node_name, "restartPolicy": "Always", "terminationGracePeriodSeconds": 1,
@@ -371,26 +393,6 @@ async fn scenario(cluster: &mut TestCluster) -> TestResult {
         .collect();
     assert!(exec_codes.iter().any(|l| l.contains("code=\"101\"")), "{exec_codes:?}");
     assert!(exec_codes.iter().any(|l| l.contains("code=\"403\"") || l.contains("code=\"400\"")), "{exec_codes:?}");
-
-    // ---- the runtime down: the node goes NotReady with the reason, pods untouched; back: Ready ----
-    let ready_reason = |n: Node| -> Option<(String, String)> {
-        let c = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
-        Some((c.status, c.message.unwrap_or_default()))
-    };
-    let running_ids = ids_of(&pods.get("app").await?);
-    cluster.node.stop_containerd();
-    let why = wait_for("NotReady while containerd is down", WAIT, || async {
-        let (status, message) = ready_reason(nodes.get(&node_name).await.ok()?)?;
-        (status == "False").then_some(message)
-    })
-    .await?;
-    assert!(why.contains("container runtime"), "{why}");
-    cluster.node.spawn_containerd()?;
-    wait_for("Ready again", WAIT, || async {
-        (ready_reason(nodes.get(&node_name).await.ok()?)?.0 == "True").then_some(())
-    })
-    .await?;
-    assert_eq!(ids_of(&pods.get("app").await?), running_ids, "containers changed across a runtime restart");
 
     // ---- CrashLoopBackOff with growing delays, and --previous ----
     let crash_seen = wait_for("crash restarted twice and backing off", WAIT, || async {
