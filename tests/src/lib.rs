@@ -2,9 +2,6 @@
 //! real local cluster made by `rkube` per test, the real kubectl, and a check that `delete`
 //! left nothing on the machine. A `TestCluster` deletes its cluster when dropped, so a failing
 //! test cleans up too.
-//!
-//! Components that do not exist yet are detected, never faked: `implemented()` looks for the
-//! stub's "is not implemented yet" message in the binary, and the tests say what they skip.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -56,18 +53,6 @@ pub fn images_dir() -> &'static Path {
     })
 }
 
-/// Whether a binary is more than its "not implemented yet" stub.
-pub fn implemented(binary: &str) -> bool {
-    let bytes = std::fs::read(bin_dir().join(binary)).expect("binary exists");
-    let needle = format!("{binary} is not implemented yet");
-    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
-/// Says, in the test output, which check is skipped and why.
-pub fn gated(test: &str, what: &str, why: &str) {
-    eprintln!("GATED {test}: skipping {what}: {why}");
-}
-
 /// A cluster name no other test run on this machine uses (pid + random), at most 24 chars.
 pub fn unique_name(prefix: &str) -> String {
     let r: u32 = rand::random();
@@ -117,8 +102,6 @@ impl TestCluster {
         let mut c = TestCluster::named(&unique_name(prefix));
         let nodes = nodes.to_string();
         let mut args = vec!["cluster", "create", "--name", &c.name, "--nodes", &nodes, "--wait", "90s"];
-        let components = default_switches();
-        args.extend(components.iter().map(String::as_str));
         args.extend(extra);
         let out = c.rkube(&args);
         assert!(out.status.success(), "create failed: {}", out_text(&out));
@@ -219,19 +202,6 @@ impl Drop for TestCluster {
             let _ = self.rkube(&["cluster", "delete", "--name", &self.name]);
         }
     }
-}
-
-/// Components a test cluster cannot run yet are switched off, loudly.
-pub fn default_switches() -> Vec<String> {
-    let mut args = Vec::new();
-    for (bin, switch) in [("rkube-scheduler", "scheduler"), ("rkube-kubelet", "kubelet")] {
-        if !implemented(bin) {
-            eprintln!("GATED: {bin} is not implemented yet; clusters run without it (--disable {switch})");
-            args.push("--disable".to_owned());
-            args.push(switch.to_owned());
-        }
-    }
-    args
 }
 
 fn run_text(argv: &[&str]) -> String {

@@ -1,5 +1,4 @@
 //! End to end: real local clusters made by `rkube`, the real kubectl, and nothing left behind.
-//! Checks that need a component that does not exist yet print `GATED ...` and are skipped.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -104,10 +103,7 @@ fn all_processes_running(c: &TestCluster) -> bool {
 
 #[test]
 fn lifecycle_create_workloads_stop_start_node_add_delete() {
-    const T: &str = "lifecycle";
     let mut c = TestCluster::create("e2el", 3, &[]);
-    let kubelet = implemented("rkube-kubelet");
-    let scheduler = implemented("rkube-scheduler");
 
     let list = c.rkube_ok(&["cluster", "list"]);
     assert!(list.lines().any(|l| l.starts_with(&c.name) && l.contains("running")), "{list}");
@@ -126,116 +122,103 @@ fn lifecycle_create_workloads_stop_start_node_add_delete() {
     c.kubectl_ok(&["get", "namespaces"]);
 
     let nodes = c.record_nodes();
-    if !kubelet {
-        gated(T, "nodes Ready, pods, stop/start workloads, node add", "rkube-kubelet is not implemented yet");
-    } else {
-        let mut ready = ready_nodes(&c);
-        ready.sort();
-        assert_eq!(ready, nodes, "every node Ready with the planned InternalIP");
-        let wide = c.kubectl_ok(&["get", "nodes", "-o", "wide"]);
-        assert!(nodes.iter().all(|(n, ip)| wide.contains(n) && wide.contains(ip)), "{wide}");
+    let mut ready = ready_nodes(&c);
+    ready.sort();
+    assert_eq!(ready, nodes, "every node Ready with the planned InternalIP");
+    let wide = c.kubectl_ok(&["get", "nodes", "-o", "wide"]);
+    assert!(nodes.iter().all(|(n, ip)| wide.contains(n) && wide.contains(ip)), "{wide}");
 
-        // pods on two different nodes, by nodeName, so this needs no scheduler
-        run_pinned(&c, "client", &nodes[0].0, "busybox", "Always", Some("sleep 3600"));
-        run_pinned(&c, "web", &nodes[1].0, "nginx", "Always", None);
-        let (client_ip, _) = wait_running(&c, "client");
-        let (web_ip, web_node) = wait_running(&c, "web");
-        assert_eq!(web_node, nodes[1].0);
-        let pod_cidr1 = c.record["nodes"][1]["podCidr"].as_str().unwrap().trim_end_matches(".0/24").to_owned();
-        assert!(web_ip.starts_with(&format!("{pod_cidr1}.")), "{web_ip} not in {pod_cidr1}");
+    // pods on two different nodes, by nodeName, so this needs no scheduler
+    run_pinned(&c, "client", &nodes[0].0, "busybox", "Always", Some("sleep 3600"));
+    run_pinned(&c, "web", &nodes[1].0, "nginx", "Always", None);
+    let (client_ip, _) = wait_running(&c, "client");
+    let (web_ip, web_node) = wait_running(&c, "web");
+    assert_eq!(web_node, nodes[1].0);
+    let pod_cidr1 = c.record["nodes"][1]["podCidr"].as_str().unwrap().trim_end_matches(".0/24").to_owned();
+    assert!(web_ip.starts_with(&format!("{pod_cidr1}.")), "{web_ip} not in {pod_cidr1}");
 
-        // pod to pod across nodes, by IP, not NATed (nginx logs the client pod's address)
-        let body =
-            c.kubectl_ok(&["exec", "client", "--", "timeout", "5", "wget", "-qO-", &format!("http://{web_ip}/")]);
-        assert_eq!(body.trim(), "hello from nginx");
-        let logs = c.wait_kubectl("nginx access log", POD_WAIT, &["logs", "web"], |l| l.contains("GET /"));
-        assert!(logs.contains(&client_ip), "nginx saw another address than {client_ip}:\n{logs}");
-        assert_eq!(port_forward_get(&c, "pod/web").trim(), "hello from nginx");
+    // pod to pod across nodes, by IP, not NATed (nginx logs the client pod's address)
+    let body = c.kubectl_ok(&["exec", "client", "--", "timeout", "5", "wget", "-qO-", &format!("http://{web_ip}/")]);
+    assert_eq!(body.trim(), "hello from nginx");
+    let logs = c.wait_kubectl("nginx access log", POD_WAIT, &["logs", "web"], |l| l.contains("GET /"));
+    assert!(logs.contains(&client_ip), "nginx saw another address than {client_ip}:\n{logs}");
+    assert_eq!(port_forward_get(&c, "pod/web").trim(), "hello from nginx");
 
-        if scheduler {
-            c.kubectl_ok(&["create", "deployment", "spread", "--image=nginx:1.25", "--replicas=6"]);
-            let wide = c.wait_kubectl(
-                "6 spread pods Running",
-                POD_WAIT,
-                &["get", "pods", "-l", "app=spread", "-o", "wide"],
-                |s| s.lines().filter(|l| l.contains(" Running ")).count() == 6,
-            );
-            let used: std::collections::BTreeSet<&str> =
-                nodes.iter().map(|(n, _)| n.as_str()).filter(|n| wide.contains(&format!(" {n} "))).collect();
-            assert!(used.len() >= 2, "pods not spread over nodes:\n{wide}");
-        } else {
-            gated(T, "spread of a Deployment's pods", "rkube-scheduler is not implemented yet");
+    c.kubectl_ok(&["create", "deployment", "spread", "--image=nginx:1.25", "--replicas=6"]);
+    let wide =
+        c.wait_kubectl("6 spread pods Running", POD_WAIT, &["get", "pods", "-l", "app=spread", "-o", "wide"], |s| {
+            s.lines().filter(|l| l.contains(" Running ")).count() == 6
+        });
+    let used: std::collections::BTreeSet<&str> =
+        nodes.iter().map(|(n, _)| n.as_str()).filter(|n| wide.contains(&format!(" {n} "))).collect();
+    assert!(used.len() >= 2, "pods not spread over nodes:\n{wide}");
+
+    // stop -> start: same nodes and addresses, the pods run again
+    c.rkube_ok(&["cluster", "stop", "--name", &c.name]);
+    let netns =
+        String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    assert!(!netns.contains(&format!("rkube-{}-", c.name)), "{netns}");
+    let status = c.rkube_ok(&["status", "--cluster", &c.name]);
+    assert!(!status.contains(" running "), "{status}");
+    c.rkube_ok(&["cluster", "start", "--name", &c.name, "--wait", "90s"]);
+    let mut ready = ready_nodes(&c);
+    ready.sort();
+    assert_eq!(ready, nodes, "same nodes and addresses after start");
+    let deadline = Instant::now() + POD_WAIT;
+    loop {
+        // exec reaches the container only when it really runs again
+        let out = c.kubectl(&[
+            "exec",
+            "client",
+            "--",
+            "timeout",
+            "5",
+            "wget",
+            "-qO-",
+            &format!("http://{}/", pod_phase_ip_node(&c, "web").1),
+        ]);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hello from nginx") {
+            break;
         }
-
-        // stop -> start: same nodes and addresses, the pods run again
-        c.rkube_ok(&["cluster", "stop", "--name", &c.name]);
-        let netns =
-            String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
-        assert!(!netns.contains(&format!("rkube-{}-", c.name)), "{netns}");
-        let status = c.rkube_ok(&["status", "--cluster", &c.name]);
-        assert!(!status.contains(" running "), "{status}");
-        c.rkube_ok(&["cluster", "start", "--name", &c.name, "--wait", "90s"]);
-        let mut ready = ready_nodes(&c);
-        ready.sort();
-        assert_eq!(ready, nodes, "same nodes and addresses after start");
-        let deadline = Instant::now() + POD_WAIT;
-        loop {
-            // exec reaches the container only when it really runs again
-            let out = c.kubectl(&[
-                "exec",
-                "client",
-                "--",
-                "timeout",
-                "5",
-                "wget",
-                "-qO-",
-                &format!("http://{}/", pod_phase_ip_node(&c, "web").1),
-            ]);
-            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hello from nginx") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "pods did not come back after start: {}", out_text(&out));
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        if scheduler {
-            c.wait_kubectl("spread pods Running after start", POD_WAIT, &["get", "pods", "-l", "app=spread"], |s| {
-                s.lines().filter(|l| l.contains(" Running ")).count() == 6
-            });
-        }
-
-        // node add: a DaemonSet grows to the new node
-        let ds = format!("{}/manifests/examples/daemonset.yaml", workspace_root().display());
-        c.kubectl_ok(&["apply", "-f", &ds]);
-        c.wait_kubectl(
-            "the DaemonSet on 3 nodes",
-            POD_WAIT,
-            &["get", "ds", "node-agent", "-o", "jsonpath={.status.numberReady}"],
-            |s| s == "3",
-        );
-        let extra = c.rkube_ok(&["node", "add", "--cluster", &c.name, "--labels", "tier=extra"]);
-        assert!(extra.contains("Added node"), "{extra}");
-        c.load_record();
-        let added = c.record_nodes().last().unwrap().clone();
-        assert!(ready_nodes(&c).contains(&added), "{added:?} not Ready");
-        let labels = c.kubectl_ok(&["get", "node", &added.0, "-o", "jsonpath={.metadata.labels.tier}"]);
-        assert_eq!(labels, "extra");
-        c.wait_kubectl(
-            "the DaemonSet on 4 nodes",
-            POD_WAIT,
-            &["get", "ds", "node-agent", "-o", "jsonpath={.status.numberReady}"],
-            |s| s == "4",
-        );
-        // the new node reaches a pod on an old node
-        run_pinned(&c, "client2", &added.0, "busybox", "Always", Some("sleep 3600"));
-        wait_running(&c, "client2");
-        let ip = pod_phase_ip_node(&c, "web").1;
-        let body = c.kubectl_ok(&["exec", "client2", "--", "timeout", "5", "wget", "-qO-", &format!("http://{ip}/")]);
-        assert_eq!(body.trim(), "hello from nginx");
-
-        c.rkube_ok(&["node", "remove", "--cluster", &c.name, "--name", &added.0]);
-        let names = c.kubectl_ok(&["get", "nodes", "-o", "name"]);
-        assert!(!names.contains(&added.0), "{names}");
+        assert!(Instant::now() < deadline, "pods did not come back after start: {}", out_text(&out));
+        std::thread::sleep(Duration::from_millis(300));
     }
+    c.wait_kubectl("spread pods Running after start", POD_WAIT, &["get", "pods", "-l", "app=spread"], |s| {
+        s.lines().filter(|l| l.contains(" Running ")).count() == 6
+    });
+
+    // node add: a DaemonSet grows to the new node
+    let ds = format!("{}/manifests/examples/daemonset.yaml", workspace_root().display());
+    c.kubectl_ok(&["apply", "-f", &ds]);
+    c.wait_kubectl(
+        "the DaemonSet on 3 nodes",
+        POD_WAIT,
+        &["get", "ds", "node-agent", "-o", "jsonpath={.status.numberReady}"],
+        |s| s == "3",
+    );
+    let extra = c.rkube_ok(&["node", "add", "--cluster", &c.name, "--labels", "tier=extra"]);
+    assert!(extra.contains("Added node"), "{extra}");
+    c.load_record();
+    let added = c.record_nodes().last().unwrap().clone();
+    assert!(ready_nodes(&c).contains(&added), "{added:?} not Ready");
+    let labels = c.kubectl_ok(&["get", "node", &added.0, "-o", "jsonpath={.metadata.labels.tier}"]);
+    assert_eq!(labels, "extra");
+    c.wait_kubectl(
+        "the DaemonSet on 4 nodes",
+        POD_WAIT,
+        &["get", "ds", "node-agent", "-o", "jsonpath={.status.numberReady}"],
+        |s| s == "4",
+    );
+    // the new node reaches a pod on an old node
+    run_pinned(&c, "client2", &added.0, "busybox", "Always", Some("sleep 3600"));
+    wait_running(&c, "client2");
+    let ip = pod_phase_ip_node(&c, "web").1;
+    let body = c.kubectl_ok(&["exec", "client2", "--", "timeout", "5", "wget", "-qO-", &format!("http://{ip}/")]);
+    assert_eq!(body.trim(), "hello from nginx");
+
+    c.rkube_ok(&["node", "remove", "--cluster", &c.name, "--name", &added.0]);
+    let names = c.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    assert!(!names.contains(&added.0), "{names}");
     c.delete_and_check();
 }
 
@@ -301,10 +284,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         ),
     )
     .unwrap();
-    let mut args = vec!["cluster".to_owned(), "create".to_owned(), "--config".to_owned(), cfg.display().to_string()];
-    args.extend(default_switches());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = a.rkube(&args);
+    let out = a.rkube(&["cluster", "create", "--config", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{}", out_text(&out));
     a.load_record();
     let nodes = a.record_nodes();
@@ -319,11 +299,9 @@ fn bad_input_is_refused_and_leaves_nothing() {
         rules.contains(&format!("--dport {host_port}")) && rules.contains(&format!("\"rkube:{}\"", a.name)),
         "{rules}"
     );
-    if implemented("rkube-kubelet") {
-        let taints = a.kubectl_ok(&["get", "node", &nodes[0].0, "-o", "jsonpath={.spec.taints[*].key}"]);
-        assert_eq!(taints, "node-role.kubernetes.io/control-plane");
-        assert_eq!(a.kubectl_ok(&["get", "node", &nodes[1].0, "-o", "jsonpath={.metadata.labels.tier}"]), "web");
-    }
+    let taints = a.kubectl_ok(&["get", "node", &nodes[0].0, "-o", "jsonpath={.spec.taints[*].key}"]);
+    assert_eq!(taints, "node-role.kubernetes.io/control-plane");
+    assert_eq!(a.kubectl_ok(&["get", "node", &nodes[1].0, "-o", "jsonpath={.metadata.labels.tier}"]), "web");
     // the file's featureGates reached the apiserver: it keeps a StatefulSet's maxUnavailable,
     // which upstream v1.33's default (the gate off) drops
     let sts = a.home.path().join("sts.yaml");
@@ -360,10 +338,13 @@ fn bad_input_is_refused_and_leaves_nothing() {
 fn interrupted_create_leaves_nothing_delete_cannot_remove() {
     for signal in ["INT", "KILL"] {
         let mut c = TestCluster::named(&unique_name("e2ei"));
-        let mut args = vec!["cluster".to_owned(), "create".to_owned(), "--name".to_owned(), c.name.clone()];
-        args.extend(default_switches());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut child = c.rkube_command(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let name = c.name.clone();
+        let mut child = c
+            .rkube_command(&["cluster", "create", "--name", &name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         // interrupt once the node processes are being started
         let pid_file = c.dir().join("run").join(format!("{}-worker.containerd.pid", c.name));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -405,15 +386,9 @@ fn image_load_and_ls() {
     assert!(ls.lines().any(|l| l == "team/tool:v1"), "{ls}");
     let out = c.rkube(&["image", "load", "--cluster", &c.name, "/nonexistent.tar"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.tar: no such file"), "{}", out_text(&out));
-    if implemented("rkube-kubelet") {
-        let node = c.record_nodes()[0].0.clone();
-        run_pinned(&c, "tool", &node, "team/tool:v1", "Never", Some("echo from-the-loaded-image"));
-        c.wait_kubectl("the loaded image's output", POD_WAIT, &["logs", "tool"], |l| {
-            l.contains("from-the-loaded-image")
-        });
-    } else {
-        gated("image_load_and_ls", "a pod from the loaded image", "rkube-kubelet is not implemented yet");
-    }
+    let node = c.record_nodes()[0].0.clone();
+    run_pinned(&c, "tool", &node, "team/tool:v1", "Never", Some("echo from-the-loaded-image"));
+    c.wait_kubectl("the loaded image's output", POD_WAIT, &["logs", "tool"], |l| l.contains("from-the-loaded-image"));
     c.delete_and_check();
 }
 
@@ -436,10 +411,6 @@ fn http_get_retry(addr: &str, timeout: Duration) -> Option<String> {
 /// README.md's tour, command by command.
 #[test]
 fn readme_tour() {
-    if !implemented("rkube-kubelet") || !implemented("rkube-scheduler") {
-        gated("readme_tour", "the whole tour", "it needs rkube-kubelet and rkube-scheduler");
-        return;
-    }
     let mut c = TestCluster::create("e2er", 3, &[]);
     c.kubectl_ok(&["get", "nodes", "-o", "wide"]);
     let nginx = format!("{}/manifests/examples/nginx.yaml", workspace_root().display());
@@ -490,7 +461,6 @@ fn readme_tour() {
 /// controllers exist (see manifests/examples/README.md).
 #[test]
 fn examples_apply() {
-    const T: &str = "examples_apply";
     let mut c = TestCluster::create("e2ex", 2, &[]);
     let dir = workspace_root().join("manifests/examples");
     for f in ["nginx.yaml", "statefulset.yaml", "daemonset.yaml", "job.yaml", "cronjob.yaml", "configmap-secret.yaml"] {
@@ -510,32 +480,21 @@ fn examples_apply() {
     ] {
         c.kubectl_ok(&["get", kind, name]);
     }
-    if implemented("rkube-kubelet") && implemented("rkube-scheduler") {
-        // ConfigMap and Secret as env vars and as files
-        let logs =
-            c.wait_kubectl("config-demo output", POD_WAIT, &["logs", "config-demo"], |l| l.contains("color=blue"));
-        assert!(logs.contains("hello s3cr3t") && logs.contains("size=3"), "{logs}");
-        c.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=90s"]);
-        // the StatefulSet's claims get volumes from the default StorageClass
-        c.kubectl_ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
-        // the Job controller runs the Job to completion
-        c.wait_kubectl(
-            "the Job sum Complete",
-            POD_WAIT,
-            &[
-                "get",
-                "job",
-                "sum",
-                "-o",
-                "jsonpath={.status.succeeded}/{.status.conditions[?(@.type=='Complete')].status}",
-            ],
-            |s| s.trim() == "1/True",
-        );
-        let logs = c.kubectl_ok(&["logs", "job/sum"]);
-        assert_eq!(logs.trim(), "10");
-    } else {
-        gated(T, "running the examples' pods", "rkube-kubelet and rkube-scheduler are needed");
-    }
+    // ConfigMap and Secret as env vars and as files
+    let logs = c.wait_kubectl("config-demo output", POD_WAIT, &["logs", "config-demo"], |l| l.contains("color=blue"));
+    assert!(logs.contains("hello s3cr3t") && logs.contains("size=3"), "{logs}");
+    c.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=90s"]);
+    // the StatefulSet's claims get volumes from the default StorageClass
+    c.kubectl_ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
+    // the Job controller runs the Job to completion
+    c.wait_kubectl(
+        "the Job sum Complete",
+        POD_WAIT,
+        &["get", "job", "sum", "-o", "jsonpath={.status.succeeded}/{.status.conditions[?(@.type=='Complete')].status}"],
+        |s| s.trim() == "1/True",
+    );
+    let logs = c.kubectl_ok(&["logs", "job/sum"]);
+    assert_eq!(logs.trim(), "10");
     c.delete_and_check();
 }
 
@@ -580,32 +539,23 @@ fn simulate_reboot(c: &TestCluster) {
 
 #[test]
 fn start_after_a_reboot_brings_the_same_cluster_back() {
-    const T: &str = "reboot";
     let mut c = TestCluster::create("e2eo", 2, &[]);
     let nodes = c.record_nodes();
-    let kubelet = implemented("rkube-kubelet");
-    if kubelet {
-        run_pinned(&c, "web", &nodes[1].0, "nginx", "Always", None);
-        wait_running(&c, "web");
-    }
+    run_pinned(&c, "web", &nodes[1].0, "nginx", "Always", None);
+    wait_running(&c, "web");
     simulate_reboot(&c);
     let status = c.rkube_ok(&["status", "--cluster", &c.name]);
     assert!(!status.contains(" running "), "{status}");
     c.rkube_ok(&["cluster", "start", "--name", &c.name, "--wait", "90s"]);
     assert!(all_processes_running(&c));
-    if kubelet {
-        let mut ready = ready_nodes(&c);
-        ready.sort();
-        assert_eq!(ready, nodes, "same nodes and addresses after the reboot");
-        let deadline = Instant::now() + POD_WAIT;
-        while port_forward_try(&c, "pod/web", Duration::from_secs(3)).as_deref().map(str::trim)
-            != Some("hello from nginx")
-        {
-            assert!(Instant::now() < deadline, "the pod did not come back after the reboot");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    } else {
-        gated(T, "nodes Ready and the pod back after the reboot", "rkube-kubelet is not implemented yet");
+    let mut ready = ready_nodes(&c);
+    ready.sort();
+    assert_eq!(ready, nodes, "same nodes and addresses after the reboot");
+    let deadline = Instant::now() + POD_WAIT;
+    while port_forward_try(&c, "pod/web", Duration::from_secs(3)).as_deref().map(str::trim) != Some("hello from nginx")
+    {
+        assert!(Instant::now() < deadline, "the pod did not come back after the reboot");
+        std::thread::sleep(Duration::from_millis(300));
     }
     c.delete_and_check();
 }

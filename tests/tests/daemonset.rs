@@ -121,13 +121,7 @@ impl Drop for Drain {
 
 #[test]
 fn daemonset_on_every_node_and_drain_respects_a_budget() {
-    const T: &str = "daemonset";
     let mut c = TestCluster::create("e2eds", 3, &[]);
-    if !implemented("rkube-kubelet") || !implemented("rkube-scheduler") {
-        gated(T, "the DaemonSet and drain checks", "they need rkube-kubelet and rkube-scheduler");
-        c.delete_and_check();
-        return;
-    }
     let ds = format!("{}/manifests/examples/daemonset.yaml", workspace_root().display());
     c.kubectl_ok(&["apply", "-f", &ds]);
     let nodes = node_names(&c);

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use rkube_e2e::{implemented, TestCluster};
+use rkube_e2e::TestCluster;
 
 const WAIT: Duration = Duration::from_secs(120);
 /// Two schedule minutes and the pods they start.
@@ -84,10 +84,6 @@ fn names(s: &str) -> Vec<String> {
 
 #[test]
 fn jobs_and_cronjobs_on_a_local_cluster() {
-    if !implemented("rkube-kubelet") || !implemented("rkube-scheduler") {
-        rkube_e2e::gated("jobs_and_cronjobs_on_a_local_cluster", "every Job", "it needs the kubelet and scheduler");
-        return;
-    }
     let mut c = TestCluster::create("e2ej", 2, &[]);
     let file = c.home.path().join("jobs.yaml");
     std::fs::write(&file, MANIFESTS).expect("write manifests");

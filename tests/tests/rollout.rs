@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use rkube_e2e::{implemented, out_text, TestCluster};
+use rkube_e2e::{out_text, TestCluster};
 
 const POD_WAIT: Duration = Duration::from_secs(90);
 
@@ -52,10 +52,6 @@ fn replicasets(c: &TestCluster, app: &str) -> Vec<String> {
 /// restart → pause/resume, plus a rollout that can never finish and must report its deadline.
 #[test]
 fn rollouts_with_kubectl_127_130_133() {
-    if !implemented("rkube-kubelet") || !implemented("rkube-scheduler") {
-        rkube_e2e::gated("rollouts_with_kubectl_127_130_133", "every rollout", "it needs the kubelet and scheduler");
-        return;
-    }
     let mut c = TestCluster::create("e2eo", 2, &[]);
     for minor in [27u32, 30, 33] {
         let d = format!("web{minor}");

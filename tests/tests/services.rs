@@ -190,10 +190,6 @@ fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn services_by_name_and_ip_nodeport_affinity_headless_and_cleanup() {
-    if !implemented("rkube-kubelet") || !implemented("rkube-scheduler") {
-        gated(T, "the whole test", "it needs rkube-kubelet and rkube-scheduler");
-        return;
-    }
     let started = Instant::now();
     let mut c = TestCluster::create("e2es", 3, &[]);
     let nodes = c.record_nodes();

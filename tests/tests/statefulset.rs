@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rkube_e2e::{implemented, TestCluster};
+use rkube_e2e::TestCluster;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -120,10 +120,6 @@ fn status(c: &TestCluster) -> String {
 
 #[test]
 fn statefulset_ordered_identity_scaling_and_rollout_undo() {
-    if !implemented("rkube-kubelet") || !implemented("rkube-scheduler") {
-        rkube_e2e::gated("statefulset_ordered_identity_scaling_and_rollout_undo", "everything", "it needs kubelets");
-        return;
-    }
     let mut c = TestCluster::create("e2ess", 2, &[]);
     let manifest = c.home.path().join("web.yaml");
     std::fs::write(&manifest, MANIFEST).expect("write manifest");

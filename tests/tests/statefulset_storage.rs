@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use rkube_e2e::{implemented, TestCluster};
+use rkube_e2e::TestCluster;
 
 const WAIT: Duration = Duration::from_secs(180);
 
@@ -109,14 +109,6 @@ fn node_of(c: &TestCluster, pod: &str) -> String {
 
 #[test]
 fn statefulset_pods_keep_their_volumes_across_delete_reschedule_and_scale() {
-    if !implemented("rkube-kubelet") || !implemented("rkube-scheduler") {
-        rkube_e2e::gated(
-            "statefulset_pods_keep_their_volumes",
-            "StatefulSets with storage",
-            "needs kubelet and scheduler",
-        );
-        return;
-    }
     let mut c = TestCluster::create("e2estss", 2, &["--shared-storage"]);
     let file = c.home.path().join("web.yaml");
     std::fs::write(&file, MANIFEST).expect("write manifest");

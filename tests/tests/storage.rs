@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use rkube_e2e::{implemented, TestCluster};
+use rkube_e2e::TestCluster;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -59,14 +59,6 @@ fn jsonpath(c: &TestCluster, args: &[&str]) -> String {
 
 #[test]
 fn default_class_provisions_on_the_pods_node_and_deletes_with_the_claim() {
-    if !implemented("rkube-kubelet") || !implemented("rkube-scheduler") {
-        rkube_e2e::gated(
-            "default_class_provisions_on_the_pods_node",
-            "persistent volumes",
-            "needs kubelet and scheduler",
-        );
-        return;
-    }
     let mut c = TestCluster::create("e2epv", 2, &[]);
     let classes = c.kubectl_ok(&["get", "storageclass"]);
     assert!(
