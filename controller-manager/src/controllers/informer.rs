@@ -6,6 +6,9 @@
 //!
 //! `managedFields` are dropped from stored objects (upstream's informers do the same through a
 //! transform): no controller reads them, and they are most of a pod's size.
+//!
+//! Pods are kept as [`CachedPod`]s (typed metadata, a few facts, the rest as JSON): `get` and
+//! `list` decode them, [`Informer::list_namespace_cached`] does not.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -13,6 +16,16 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
@@ -21,20 +34,103 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::podcache::CachedPod;
+
 /// `old` is `None` for an add, `new` is `None` for a delete.
 pub type Handler<K> = Arc<dyn Fn(Option<&Arc<K>>, Option<&Arc<K>>) + Send + Sync>;
 
-type ByNamespace<K> = HashMap<String, HashMap<String, Arc<K>>>;
+/// How an informer keeps an object of its kind: most kinds typed and `Arc`-shared, pods as a
+/// [`CachedPod`] (see `podcache.rs` for why).
+pub trait Cache: Resource + Clone + Send + Sync + Sized + 'static {
+    /// Cheap to clone: reads copy it out under the store's lock and decode after.
+    type Stored: Clone + Send + Sync + 'static;
+    fn store(o: &Arc<Self>) -> Self::Stored;
+    /// `None` only if a stored object no longer decodes (a bug; logged).
+    fn load(s: &Self::Stored) -> Option<Arc<Self>>;
+    fn stored_meta(s: &Self::Stored) -> &ObjectMeta;
+}
 
-pub struct Informer<K> {
-    store: RwLock<ByNamespace<K>>,
+macro_rules! typed {
+    ($($k:ty),* $(,)?) => {$(
+        impl Cache for $k {
+            type Stored = Arc<$k>;
+            fn store(o: &Arc<Self>) -> Arc<Self> {
+                o.clone()
+            }
+            fn load(s: &Arc<Self>) -> Option<Arc<Self>> {
+                Some(s.clone())
+            }
+            fn stored_meta(s: &Arc<Self>) -> &ObjectMeta {
+                &s.metadata
+            }
+        }
+    )*};
+}
+
+typed!(
+    ConfigMap,
+    ControllerRevision,
+    CronJob,
+    DaemonSet,
+    Deployment,
+    EndpointSlice,
+    Endpoints,
+    Job,
+    Lease,
+    Namespace,
+    Node,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    PodDisruptionBudget,
+    ReplicaSet,
+    Service,
+    ServiceAccount,
+    StatefulSet,
+    StorageClass,
+);
+
+impl Cache for Pod {
+    type Stored = Arc<CachedPod>;
+    fn store(o: &Arc<Pod>) -> Arc<CachedPod> {
+        Arc::new(CachedPod::new(o))
+    }
+    fn load(s: &Arc<CachedPod>) -> Option<Arc<Pod>> {
+        match s.decode() {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                tracing::error!(pod = ?s.metadata.name, error = %e, "left out of the read");
+                None
+            }
+        }
+    }
+    fn stored_meta(s: &Arc<CachedPod>) -> &ObjectMeta {
+        &s.metadata
+    }
+}
+
+impl Informer<Pod> {
+    /// The namespace's pods as cached, without decoding them: for the readers of metadata and
+    /// of the facts [`CachedPod`] keeps (the ReplicaSet controller, which syncs on every event
+    /// of its pods).
+    pub fn list_namespace_cached(&self, namespace: &str) -> Vec<Arc<CachedPod>> {
+        self.read().get(namespace).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+}
+
+type ByNamespace<S> = HashMap<String, HashMap<String, S>>;
+
+pub struct Informer<K: Cache> {
+    store: RwLock<ByNamespace<K::Stored>>,
     handlers: Mutex<Vec<Handler<K>>>,
     synced: watch::Sender<bool>,
 }
 
 /// `namespace/name`, or `name` for cluster-scoped objects (upstream's MetaNamespaceKeyFunc).
 pub fn key_of<K: Resource>(o: &K) -> String {
-    let m = o.meta();
+    meta_key(o.meta())
+}
+
+fn meta_key(m: &ObjectMeta) -> String {
     match &m.namespace {
         Some(ns) if !ns.is_empty() => format!("{ns}/{}", m.name.as_deref().unwrap_or_default()),
         _ => m.name.clone().unwrap_or_default(),
@@ -46,7 +142,7 @@ pub fn split_key(key: &str) -> (&str, &str) {
     key.split_once('/').unwrap_or(("", key))
 }
 
-impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
+impl<K: Cache> Informer<K> {
     pub fn new() -> Self {
         Informer {
             store: RwLock::new(HashMap::new()),
@@ -55,17 +151,18 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, ByNamespace<K>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ByNamespace<K::Stored>> {
         // Every write below is a single map operation, so a poisoned lock is still consistent.
         self.store.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ByNamespace<K>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ByNamespace<K::Stored>> {
         self.store.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
-        self.read().get(namespace).and_then(|m| m.get(name)).cloned()
+        let s = self.read().get(namespace).and_then(|m| m.get(name)).cloned();
+        s.as_ref().and_then(K::load)
     }
 
     pub fn get_key(&self, key: &str) -> Option<Arc<K>> {
@@ -74,11 +171,14 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
     }
 
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        self.read().get(namespace).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        let stored: Vec<K::Stored> =
+            self.read().get(namespace).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        stored.iter().filter_map(K::load).collect()
     }
 
     pub fn list(&self) -> Vec<Arc<K>> {
-        self.read().values().flat_map(|m| m.values().cloned()).collect()
+        let stored: Vec<K::Stored> = self.read().values().flat_map(|m| m.values().cloned()).collect();
+        stored.iter().filter_map(K::load).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -114,20 +214,15 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
         }
     }
 
-    /// Puts `o` in the store; returns the object it replaced.
-    pub fn upsert(&self, o: K) -> (Option<Arc<K>>, Arc<K>) {
-        let o = Arc::new(o);
+    fn insert(&self, o: &Arc<K>) -> Option<K::Stored> {
         let m = o.meta();
         let ns = m.namespace.clone().unwrap_or_default();
         let name = m.name.clone().unwrap_or_default();
-        let old = self.write().entry(ns).or_default().insert(name, o.clone());
-        (old, o)
+        let stored = K::store(o);
+        self.write().entry(ns).or_default().insert(name, stored)
     }
 
-    pub fn remove(&self, o: &K) -> Option<Arc<K>> {
-        let m = o.meta();
-        let ns = m.namespace.as_deref().unwrap_or_default();
-        let name = m.name.as_deref().unwrap_or_default();
+    fn remove_stored(&self, ns: &str, name: &str) -> Option<K::Stored> {
         let mut s = self.write();
         let old = s.get_mut(ns).and_then(|by_name| by_name.remove(name));
         if s.get(ns).is_some_and(|by_name| by_name.is_empty()) {
@@ -136,10 +231,26 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
         old
     }
 
+    /// Puts `o` in the store; returns the object it replaced.
+    pub fn upsert(&self, o: K) -> (Option<Arc<K>>, Arc<K>) {
+        let o = Arc::new(o);
+        let old = self.insert(&o);
+        (old.as_ref().and_then(K::load), o)
+    }
+
+    pub fn remove(&self, o: &K) -> Option<Arc<K>> {
+        let m = o.meta();
+        let old = self.remove_stored(m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default());
+        old.as_ref().and_then(K::load)
+    }
+
     fn apply(&self, o: K) {
-        let (old, new) = self.upsert(o);
-        let unchanged = old.as_ref().is_some_and(|old| old.meta().resource_version == new.meta().resource_version);
+        let new = Arc::new(o);
+        let old = self.insert(&new);
+        let unchanged =
+            old.as_ref().is_some_and(|old| K::stored_meta(old).resource_version == new.meta().resource_version);
         if !unchanged {
+            let old = old.as_ref().and_then(K::load);
             self.notify(old.as_ref(), Some(&new));
         }
     }
@@ -152,9 +263,21 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
     /// A relist finished: anything not in it is gone, everything in it is applied.
     fn replace(&self, listed: Vec<K>) {
         let keep: std::collections::HashSet<String> = listed.iter().map(|o| key_of(o)).collect();
-        for o in self.list() {
-            if !keep.contains(&key_of(o.as_ref())) {
-                self.delete((*o).clone());
+        // Only the objects that are gone are read back whole, not the whole store.
+        let gone: Vec<(String, String)> = self
+            .read()
+            .iter()
+            .flat_map(|(ns, by_name)| {
+                by_name
+                    .values()
+                    .map(|s| K::stored_meta(s))
+                    .filter(|m| !keep.contains(&meta_key(m)))
+                    .map(move |m| (ns.clone(), m.name.clone().unwrap_or_default()))
+            })
+            .collect();
+        for (ns, name) in gone {
+            if let Some(old) = self.remove_stored(&ns, &name).as_ref().and_then(K::load) {
+                self.notify(Some(&old), None);
             }
         }
         for o in listed {
@@ -192,7 +315,7 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
     }
 }
 
-impl<K: Resource + Clone + Send + Sync + 'static> Default for Informer<K> {
+impl<K: Cache> Default for Informer<K> {
     fn default() -> Self {
         Self::new()
     }
@@ -218,7 +341,7 @@ impl Factory {
 
     pub fn get<K>(&self) -> Arc<Informer<K>>
     where
-        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K: Cache + DeserializeOwned + Debug,
         K::DynamicType: Default,
     {
         let mut all = self.informers.lock().unwrap_or_else(|p| p.into_inner());
@@ -301,5 +424,50 @@ mod tests {
         i.apply(pod("a", "p", "7"));
         let seen = recording(&i);
         assert_eq!(*seen.lock().expect("lock"), vec![(None, Some("7".into()))]);
+    }
+
+    fn running_on(ns: &str, name: &str, rv: &str, node: &str) -> Pod {
+        use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus};
+        Pod {
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                containers: vec![Container { name: "c".into(), image: Some("v1".into()), ..Default::default() }],
+                ..Default::default()
+            }),
+            status: Some(PodStatus { phase: Some("Running".into()), ..Default::default() }),
+            ..pod(ns, name, rv)
+        }
+    }
+
+    #[test]
+    fn pods_read_back_whole_and_an_update_changes_the_cached_facts() {
+        use super::super::owner::PodView;
+        let i = Informer::<Pod>::new();
+        i.apply(running_on("a", "p", "1", "n1"));
+        assert_eq!(i.get("a", "p").as_deref(), Some(&running_on("a", "p", "1", "n1")));
+        i.apply(running_on("a", "p", "2", "n2"));
+        assert_eq!(i.list_namespace("a"), vec![Arc::new(running_on("a", "p", "2", "n2"))]);
+        let cached = i.list_namespace_cached("a");
+        let facts: Vec<_> =
+            cached.iter().map(|p| (p.node_name(), p.phase(), p.pod_meta().resource_version.as_deref())).collect();
+        assert_eq!(facts, [(Some("n2"), Some("Running"), Some("2"))]);
+    }
+
+    #[test]
+    fn a_pod_relist_removes_the_gone_and_hands_them_out_whole() {
+        let i = Informer::<Pod>::new();
+        i.apply(running_on("a", "gone", "1", "n1"));
+        i.apply(running_on("a", "kept", "1", "n1"));
+        let deleted: Arc<Mutex<Vec<Pod>>> = Arc::default();
+        let d = deleted.clone();
+        i.add_handler(Arc::new(move |old: Option<&Arc<Pod>>, new: Option<&Arc<Pod>>| {
+            if let (Some(old), None) = (old, new) {
+                d.lock().expect("lock").push((**old).clone());
+            }
+        }));
+        i.replace(vec![running_on("a", "kept", "1", "n1")]);
+        assert_eq!(*deleted.lock().expect("lock"), [running_on("a", "gone", "1", "n1")]);
+        let names: Vec<_> = i.list_namespace_cached("a").iter().map(|p| p.metadata.name.clone()).collect();
+        assert_eq!(names, [Some("kept".to_string())]);
     }
 }

@@ -24,6 +24,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod owner;
 pub mod persistentvolume;
+pub mod podcache;
 pub mod podgc;
 pub mod replicaset;
 pub mod rootcacertpublisher;

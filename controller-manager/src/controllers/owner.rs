@@ -128,29 +128,98 @@ where
     }
 }
 
-/// upstream `IsPodActive`: not finished and not being deleted.
-pub fn is_active(p: &Pod) -> bool {
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-    !matches!(phase, Some("Succeeded") | Some("Failed")) && p.metadata.deletion_timestamp.is_none()
+/// The facts of a pod the workload controllers decide on, read the same way from a typed pod
+/// and from the pod informer's [`super::podcache::CachedPod`].
+pub trait PodView {
+    fn pod_meta(&self) -> &ObjectMeta;
+    fn phase(&self) -> Option<&str>;
+    fn node_name(&self) -> Option<&str>;
+    /// The Ready condition's status and last transition.
+    fn ready_condition(&self) -> Option<(bool, Option<Timestamp>)>;
+    /// The most restarts of any of its containers.
+    fn max_restarts(&self) -> i32;
 }
 
-pub fn is_terminated(p: &Pod) -> bool {
-    matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"))
+impl PodView for Pod {
+    fn pod_meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn phase(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.phase.as_deref())
+    }
+    fn node_name(&self) -> Option<&str> {
+        self.spec.as_ref().and_then(|s| s.node_name.as_deref())
+    }
+    fn ready_condition(&self) -> Option<(bool, Option<Timestamp>)> {
+        let c = self.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+        Some((c.status == "True", c.last_transition_time.as_ref().map(|t| t.0)))
+    }
+    fn max_restarts(&self) -> i32 {
+        self.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+impl<P: PodView + ?Sized> PodView for &P {
+    fn pod_meta(&self) -> &ObjectMeta {
+        (**self).pod_meta()
+    }
+    fn phase(&self) -> Option<&str> {
+        (**self).phase()
+    }
+    fn node_name(&self) -> Option<&str> {
+        (**self).node_name()
+    }
+    fn ready_condition(&self) -> Option<(bool, Option<Timestamp>)> {
+        (**self).ready_condition()
+    }
+    fn max_restarts(&self) -> i32 {
+        (**self).max_restarts()
+    }
+}
+
+impl<P: PodView + ?Sized> PodView for Arc<P> {
+    fn pod_meta(&self) -> &ObjectMeta {
+        (**self).pod_meta()
+    }
+    fn phase(&self) -> Option<&str> {
+        (**self).phase()
+    }
+    fn node_name(&self) -> Option<&str> {
+        (**self).node_name()
+    }
+    fn ready_condition(&self) -> Option<(bool, Option<Timestamp>)> {
+        (**self).ready_condition()
+    }
+    fn max_restarts(&self) -> i32 {
+        (**self).max_restarts()
+    }
+}
+
+/// upstream `IsPodActive`: not finished and not being deleted.
+pub fn is_active<P: PodView + ?Sized>(p: &P) -> bool {
+    !matches!(p.phase(), Some("Succeeded") | Some("Failed")) && p.pod_meta().deletion_timestamp.is_none()
+}
+
+pub fn is_terminated<P: PodView + ?Sized>(p: &P) -> bool {
+    matches!(p.phase(), Some("Succeeded") | Some("Failed"))
 }
 
 /// The Ready condition's status and last transition.
-pub fn ready_condition(p: &Pod) -> Option<(bool, Option<Timestamp>)> {
-    let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
-    Some((c.status == "True", c.last_transition_time.as_ref().map(|t| t.0)))
+pub fn ready_condition<P: PodView + ?Sized>(p: &P) -> Option<(bool, Option<Timestamp>)> {
+    p.ready_condition()
 }
 
-pub fn is_ready(p: &Pod) -> bool {
-    ready_condition(p).is_some_and(|(r, _)| r)
+pub fn is_ready<P: PodView + ?Sized>(p: &P) -> bool {
+    p.ready_condition().is_some_and(|(r, _)| r)
 }
 
 /// upstream `IsPodAvailable`: ready for at least `min_ready_seconds` at `now`.
-pub fn is_available(p: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
-    match ready_condition(p) {
+pub fn is_available<P: PodView + ?Sized>(p: &P, min_ready_seconds: i32, now: Timestamp) -> bool {
+    match p.ready_condition() {
         Some((true, since)) => {
             min_ready_seconds <= 0
                 || since.is_some_and(|t| t.as_second() + i64::from(min_ready_seconds) <= now.as_second())
@@ -163,15 +232,16 @@ pub fn is_available(p: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
 /// not the cache, which may lag) is the same object and not being deleted (upstream
 /// RecheckDeletionTimestamp), and releases what stopped matching. Returns what the owner
 /// controls afterwards.
-pub async fn apply_claim<O, K>(
+pub async fn apply_claim<O, A, K>(
     owner_api: &Api<O>,
     owner: &O,
-    api: &Api<K>,
+    api: &Api<A>,
     claim: Claim<K>,
 ) -> Result<Vec<Arc<K>>, kube::Error>
 where
     O: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    A: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource,
 {
     let mut claimed = claim.claimed;
     let (owner_uid, owner_name) = (owner.meta().uid.clone(), owner.meta().name.clone().unwrap_or_default());
@@ -203,7 +273,7 @@ where
 /// Routes pod events to the workload that controls the pod, or to those that could adopt an
 /// orphan (upstream's addPod/updatePod/deletePod, which the ReplicaSet, StatefulSet and
 /// DaemonSet controllers share), counting what it sees against the owner's expectations.
-pub struct PodRouter<'a, K> {
+pub struct PodRouter<'a, K: super::informer::Cache> {
     pub owners: &'a super::informer::Informer<K>,
     /// The owner reference kind that names `K`.
     pub kind: &'static str,
@@ -213,7 +283,7 @@ pub struct PodRouter<'a, K> {
     pub exp: &'a super::expectations::Expectations,
 }
 
-impl<K: Resource + Clone + Send + Sync + 'static> PodRouter<'_, K> {
+impl<K: super::informer::Cache> PodRouter<'_, K> {
     /// The owner `r` names in `namespace`, if it is the same object (uid).
     fn resolve(&self, namespace: &str, r: &OwnerReference) -> Option<Arc<K>> {
         if r.kind != self.kind {

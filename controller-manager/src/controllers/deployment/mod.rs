@@ -615,7 +615,7 @@ impl Dc {
         let old_uids: std::collections::HashSet<&str> = olds.iter().filter_map(|r| r.metadata.uid.as_deref()).collect();
         let ns = d.metadata.namespace.clone().unwrap_or_default();
         let old_pods_running = old_replicas > 0
-            || self.pods.list_namespace(&ns).iter().any(|p| {
+            || self.pods.list_namespace_cached(&ns).iter().any(|p| {
                 controller_of(&p.metadata).is_some_and(|c| old_uids.contains(c.uid.as_str()))
                     && !owner::is_terminated(p)
             });

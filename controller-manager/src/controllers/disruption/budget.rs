@@ -122,7 +122,7 @@ pub fn count_healthy(pods: &[Arc<Pod>], disrupted: &BTreeMap<String, Time>, now:
             let name = p.metadata.name.as_deref().unwrap_or_default();
             disrupted.get(name).is_none_or(|at| at.0.checked_add(DELETION_TIMEOUT).unwrap_or(at.0) <= now)
         })
-        .filter(|p| is_ready(p))
+        .filter(is_ready)
         .count() as i32
 }
 

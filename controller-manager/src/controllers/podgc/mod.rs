@@ -23,7 +23,7 @@ const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 pub fn plan(pods: &[Arc<Pod>], nodes: &[Arc<Node>], threshold: usize) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     if threshold > 0 {
-        let mut terminated: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_terminated(p)).collect();
+        let mut terminated: Vec<&Arc<Pod>> = pods.iter().filter(is_terminated).collect();
         if terminated.len() > threshold {
             terminated.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
             for p in terminated.iter().take(terminated.len() - threshold) {

@@ -21,7 +21,8 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use super::events::{reference, Recorder, NORMAL, WARNING};
 use super::expectations::Expectations;
 use super::informer::{key_of, Informer};
-use super::owner::{self, controller_of, controller_ref, is_active, is_available, is_ready, labels_match};
+use super::owner::{self, controller_of, controller_ref, is_active, is_available, is_ready, labels_match, PodView};
+use super::podcache::CachedPod;
 use super::workqueue::Queue;
 use super::Context;
 pub use ranking::pods_to_delete;
@@ -121,7 +122,8 @@ impl Rsc {
                 return Ok(None);
             }
         };
-        let active: Vec<Arc<Pod>> = self.pods.list_namespace(&ns).into_iter().filter(|p| is_active(p)).collect();
+        // The cached pods, not decoded: this runs on every event of the ReplicaSet's pods.
+        let active: Vec<Arc<CachedPod>> = self.pods.list_namespace_cached(&ns).into_iter().filter(is_active).collect();
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let claim = owner::claim(&uid, rs.metadata.deletion_timestamp.is_some(), &sel, &active);
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
@@ -150,7 +152,7 @@ impl Rsc {
         Ok(None)
     }
 
-    async fn manage(&self, rs: &Arc<ReplicaSet>, key: &str, pods: &[Arc<Pod>]) -> Result<(), Error> {
+    async fn manage(&self, rs: &Arc<ReplicaSet>, key: &str, pods: &[Arc<CachedPod>]) -> Result<(), Error> {
         let want = replicas(rs) as usize;
         let ns = rs.metadata.namespace.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
@@ -234,7 +236,7 @@ impl Rsc {
 
     /// Active pods of every ReplicaSet sharing this one's controller (upstream
     /// getIndirectlyRelatedPods), for the doubled-up ranking.
-    fn related_pods(&self, rs: &ReplicaSet) -> Vec<Arc<Pod>> {
+    fn related_pods(&self, rs: &ReplicaSet) -> Vec<Arc<CachedPod>> {
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
         let rs_uids: std::collections::HashSet<String> = match controller_of(&rs.metadata) {
             Some(ctrl) => self
@@ -247,7 +249,7 @@ impl Rsc {
             None => rs.metadata.uid.iter().cloned().collect(),
         };
         self.pods
-            .list_namespace(ns)
+            .list_namespace_cached(ns)
             .into_iter()
             .filter(|p| is_active(p) && controller_of(&p.metadata).is_some_and(|c| rs_uids.contains(&c.uid)))
             .collect()
@@ -339,9 +341,9 @@ where
 
 /// upstream calculateStatus: counts over the claimed active pods, and the ReplicaFailure
 /// condition set while creating or deleting fails and removed once it works.
-pub fn calculate_status(
+pub fn calculate_status<P: PodView>(
     rs: &ReplicaSet,
-    pods: &[Arc<Pod>],
+    pods: &[Arc<P>],
     manage_err: Option<String>,
     now: Timestamp,
 ) -> ReplicaSetStatus {
@@ -355,8 +357,8 @@ pub fn calculate_status(
     let min_ready = min_ready_seconds(rs);
     let mut st = rs.status.clone().unwrap_or_default();
     st.replicas = pods.len() as i32;
-    st.fully_labeled_replicas = Some(pods.iter().filter(|p| labels_match(&template_sel, &p.metadata)).count() as i32);
-    st.ready_replicas = Some(pods.iter().filter(|p| is_ready(p)).count() as i32);
+    st.fully_labeled_replicas = Some(pods.iter().filter(|p| labels_match(&template_sel, p.pod_meta())).count() as i32);
+    st.ready_replicas = Some(pods.iter().filter(is_ready).count() as i32);
     st.available_replicas = Some(pods.iter().filter(|p| is_available(p, min_ready, now)).count() as i32);
     let mut conditions = st.conditions.take().unwrap_or_default();
     let has_failure = conditions.iter().any(|c| c.type_ == "ReplicaFailure");
@@ -474,18 +476,21 @@ mod tests {
         assert_eq!(st.ready_replicas, Some(2));
         assert_eq!(st.available_replicas, Some(2));
         assert_eq!(st.conditions, None);
+        let cached: Vec<Arc<CachedPod>> = pods.iter().map(|p| Arc::new(CachedPod::new(p))).collect();
+        let from_cache = calculate_status(&rs(3), &cached, None, Timestamp::from_second(100).expect("ts"));
+        assert_eq!(from_cache, st, "the informer's cached pods count as the typed ones");
     }
 
     #[test]
     fn replica_failure_is_set_on_create_errors_and_cleared_after() {
         let now = Timestamp::from_second(100).expect("ts");
         let mut r = rs(3);
-        let st = calculate_status(&r, &[], Some("exceeded quota: pods".into()), now);
+        let st = calculate_status::<Pod>(&r, &[], Some("exceeded quota: pods".into()), now);
         let c = &st.conditions.clone().expect("a condition")[0];
         assert_eq!((c.type_.as_str(), c.reason.as_deref()), ("ReplicaFailure", Some("FailedCreate")));
         assert_eq!(c.message.as_deref(), Some("exceeded quota: pods"));
         r.status = Some(st);
-        assert_eq!(calculate_status(&r, &[], None, now).conditions, None);
+        assert_eq!(calculate_status::<Pod>(&r, &[], None, now).conditions, None);
     }
 
     #[test]

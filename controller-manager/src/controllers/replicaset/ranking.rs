@@ -13,38 +13,29 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::controllers::owner::{is_active, is_ready, ready_condition};
+use crate::controllers::owner::{is_active, is_ready, ready_condition, PodView};
 
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
-fn phase_ordinal(p: &Pod) -> u8 {
-    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+fn phase_ordinal<P: PodView>(p: &P) -> u8 {
+    match p.phase() {
         Some("Unknown") => 1,
         Some("Running") => 2,
         _ => 0,
     }
 }
 
-fn deletion_cost(p: &Pod) -> i32 {
-    p.metadata.annotations.as_ref().and_then(|a| a.get(DELETION_COST)).and_then(|v| v.parse().ok()).unwrap_or(0)
+fn deletion_cost<P: PodView>(p: &P) -> i32 {
+    p.pod_meta().annotations.as_ref().and_then(|a| a.get(DELETION_COST)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-fn node(p: &Pod) -> &str {
-    p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default()
+fn node<P: PodView>(p: &P) -> &str {
+    p.node_name().unwrap_or_default()
 }
 
-fn max_restarts(p: &Pod) -> i32 {
-    p.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
-        .unwrap_or(0)
-}
-
-fn ready_time(p: &Pod) -> Option<Timestamp> {
+fn ready_time<P: PodView>(p: &P) -> Option<Timestamp> {
     ready_condition(p).filter(|(r, _)| *r).and_then(|(_, t)| t)
 }
 
@@ -68,8 +59,8 @@ fn age_bucket(t: Option<Timestamp>, now: Timestamp) -> i64 {
 /// inside a criterion, which is not a total order (Go's sort tolerates that, Rust's does not);
 /// here each criterion compares buckets only and the UID breaks the final tie, so the order
 /// is total and otherwise upstream's.
-fn sort_key(
-    p: &Pod,
+fn sort_key<P: PodView>(
+    p: &P,
     rank: usize,
     now: Timestamp,
 ) -> (bool, u8, bool, i32, std::cmp::Reverse<usize>, i64, std::cmp::Reverse<i32>, i64, String) {
@@ -81,23 +72,23 @@ fn sort_key(
         deletion_cost(p),
         std::cmp::Reverse(rank),
         if ready { age_bucket(ready_time(p), now) } else { 0 },
-        std::cmp::Reverse(max_restarts(p)),
-        age_bucket(p.metadata.creation_timestamp.as_ref().map(|t| t.0), now),
-        p.metadata.uid.clone().unwrap_or_default(),
+        std::cmp::Reverse(p.max_restarts()),
+        age_bucket(p.pod_meta().creation_timestamp.as_ref().map(|t| t.0), now),
+        p.pod_meta().uid.clone().unwrap_or_default(),
     )
 }
 
 /// The `n` pods of `pods` to delete first. `related` are the active pods of every ReplicaSet
 /// with the same controller (the Deployment's), used for the doubled-up rank.
-pub fn pods_to_delete(pods: &[Arc<Pod>], related: &[Arc<Pod>], n: usize, now: Timestamp) -> Vec<Arc<Pod>> {
+pub fn pods_to_delete<P: PodView>(pods: &[Arc<P>], related: &[Arc<P>], n: usize, now: Timestamp) -> Vec<Arc<P>> {
     if n >= pods.len() {
         return pods.to_vec();
     }
     let mut on_node: HashMap<&str, usize> = HashMap::new();
-    for p in related.iter().filter(|p| is_active(p)) {
+    for p in related.iter().filter(is_active) {
         *on_node.entry(node(p)).or_default() += 1;
     }
-    let mut ranked: Vec<&Arc<Pod>> = pods.iter().collect();
+    let mut ranked: Vec<&Arc<P>> = pods.iter().collect();
     ranked.sort_by_cached_key(|p| sort_key(p, on_node.get(node(p)).copied().unwrap_or(0), now));
     ranked.into_iter().take(n).cloned().collect()
 }
@@ -105,7 +96,8 @@ pub fn pods_to_delete(pods: &[Arc<Pod>], related: &[Arc<Pod>], n: usize, now: Ti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition, PodSpec, PodStatus};
+    use crate::controllers::podcache::CachedPod;
+    use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     const NOW: i64 = 1_000_000;
@@ -151,11 +143,19 @@ mod tests {
         })
     }
 
+    /// The deletion order, checked to be the same over the informer's cached pods.
     fn order(pods: Vec<Arc<Pod>>) -> Vec<String> {
-        pods_to_delete(&pods, &pods, pods.len() - 1, ts(NOW))
+        let typed: Vec<String> = pods_to_delete(&pods, &pods, pods.len() - 1, ts(NOW))
             .iter()
             .map(|p| p.metadata.name.clone().unwrap_or_default())
-            .collect()
+            .collect();
+        let cached: Vec<Arc<CachedPod>> = pods.iter().map(|p| Arc::new(CachedPod::new(p))).collect();
+        let from_cache: Vec<String> = pods_to_delete(&cached, &cached, cached.len() - 1, ts(NOW))
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(from_cache, typed, "the cached pods rank as the typed ones");
+        typed
     }
 
     fn running(name: &'static str, node: &'static str) -> P {
