@@ -120,6 +120,21 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube
     Ok(kube::Client::try_from(config(kubeconfig).await?)?)
 }
 
+/// At most this many requests of the controllers wait for their response at once; the rest
+/// queue in the client. Each one in flight holds its own HTTP/1.1 connection (with its TLS
+/// state and read buffer, tens of KB), which the pool keeps open for 90 s after: unlimited, the
+/// ReplicaSet controller's 500-pod create batches opened 500 connections, and their buffers
+/// were the largest transient in the controller-manager's heap (16 MiB at 10,000 pods,
+/// `docs/benchmarks.md`). Upstream's kube-controller-manager limits its client too (QPS 20,
+/// burst 30 by default); this limits concurrency only, not the rate. A watch holds a place only
+/// until its response starts.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 32;
+
+fn limited_client(cfg: kube::Config) -> Result<kube::Client, kube::Error> {
+    let limit = tower::limit::ConcurrencyLimitLayer::new(MAX_REQUESTS_IN_FLIGHT);
+    Ok(kube::client::ClientBuilder::try_from(cfg)?.with_layer(&limit).build())
+}
+
 /// PEM of DER certificates.
 fn pem(ders: &[Vec<u8>]) -> String {
     use base64::Engine;
@@ -143,7 +158,7 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> anyhow::Result<()>
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
         None => cfg.root_cert.as_deref().map(pem),
     };
-    let client = kube::Client::try_from(cfg)?;
+    let client = limited_client(cfg)?;
     let selected = controllers::select(&opts.controllers)?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(controllers::metrics::Metrics::new(&mut registry));
