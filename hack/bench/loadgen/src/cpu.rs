@@ -38,6 +38,22 @@ impl Usage {
     pub fn other(&self) -> f64 {
         (self.machine - self.apiserver - self.etcd - self.loadgen).max(0.0)
     }
+
+    /// CPU time each process spent per operation over the phase, in microseconds: unlike a
+    /// rate, this barely moves when other work shares the cores, so it measures the cost of a
+    /// request rather than the machine's mood.
+    pub fn per_op(&self, ops: usize) -> PerOp {
+        let us = |cores: f64| cores * self.wall.as_secs_f64() * 1e6 / (ops.max(1) as f64);
+        PerOp { apiserver_us: us(self.apiserver), etcd_us: us(self.etcd), loadgen_us: us(self.loadgen) }
+    }
+}
+
+/// CPU microseconds per operation, by process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerOp {
+    pub apiserver_us: f64,
+    pub etcd_us: f64,
+    pub loadgen_us: f64,
 }
 
 impl Probe {
@@ -106,5 +122,20 @@ mod tests {
         let u = p.usage("x", &a, &b);
         assert!(u.machine >= 0.0 && u.machine <= p.cores() as f64 + 0.01);
         assert!(u.other() >= 0.0);
+    }
+
+    #[test]
+    fn per_op_divides_cpu_time_by_operations() {
+        let u = Usage {
+            phase: "x".into(),
+            wall: Duration::from_secs(2),
+            machine: 1.5,
+            apiserver: 0.5,
+            etcd: 0.75,
+            loadgen: 0.25,
+        };
+        // 0.5 cores for 2 s is 1 s of CPU; over 10,000 creates, 100 µs each.
+        let p = u.per_op(10_000);
+        assert_eq!(p, PerOp { apiserver_us: 100.0, etcd_us: 150.0, loadgen_us: 50.0 });
     }
 }

@@ -122,18 +122,27 @@ pub async fn run(opts: Options) -> anyhow::Result<String> {
     let s = probe.snapshot().await?;
     let puts = create::etcd(etcd.clone(), &format!("{raw}/configmaps/"), clients, create_for, max).await;
     let e = probe.snapshot().await?;
-    usage.push(probe.usage("etcd puts", &s, &e));
+    let mut per_op = Vec::new();
+    let u = probe.usage("etcd puts", &s, &e);
+    per_op.push(("etcd put", u.per_op(puts.ops)));
+    usage.push(u);
     let txns = create::etcd_txn(etcd.clone(), &format!("{raw}/txn/"), clients, create_for, max).await?;
     let s = probe.snapshot().await?;
-    usage.push(probe.usage("etcd create-if-absent txns + watch", &e, &s));
+    let u = probe.usage("etcd create-if-absent txns + watch", &e, &s);
+    per_op.push(("etcd create-if-absent txn", u.per_op(txns.ops)));
+    usage.push(u);
     let creates = create::apiserver(api.clone(), NS_CREATE, "cm", clients, create_for, max).await;
     let e = probe.snapshot().await?;
-    usage.push(probe.usage("apiserver ConfigMap creates", &s, &e));
+    let u = probe.usage("apiserver ConfigMap creates", &s, &e);
+    per_op.push(("apiserver ConfigMap create", u.per_op(creates.ops)));
+    usage.push(u);
 
     eprintln!("rkube-bench: creating {} pods", opts.pods);
     let pods = list::create_pods(api.clone(), NS_PODS, opts.pods, clients).await?;
     let s = probe.snapshot().await?;
-    usage.push(probe.usage("apiserver Pod creates", &e, &s));
+    let u = probe.usage("apiserver Pod creates", &e, &s);
+    per_op.push(("apiserver Pod create", u.per_op(pods.ops)));
+    usage.push(u);
     eprintln!("rkube-bench: lists ({} runs each)", opts.list_runs);
     let lists = list::compare(&api, &etcd, &opts.etcd_prefix, opts.pods, opts.list_runs).await?;
     let e = probe.snapshot().await?;
@@ -175,6 +184,7 @@ pub async fn run(opts: Options) -> anyhow::Result<String> {
         fanout,
         gets,
         usage,
+        per_op,
         cores: probe.cores(),
     };
     Ok(report.render())

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::cpu::Usage;
+use crate::cpu::{PerOp, Usage};
 use crate::list::ListResult;
 use crate::load::Throughput;
 use crate::rss::Rss;
@@ -31,6 +31,8 @@ pub struct Report<'a> {
     pub fanout: Fanout,
     pub gets: Throughput,
     pub usage: Vec<Usage>,
+    /// CPU per operation in the write phases, named by operation.
+    pub per_op: Vec<(&'static str, PerOp)>,
     pub cores: usize,
 }
 
@@ -234,6 +236,13 @@ impl Report<'_> {
                 u.loadgen,
                 u.other()
             );
+        }
+        out.push_str("\nCPU time per operation in the write phases (what a request costs, steadier than a rate):\n\n");
+        out.push_str("| operation | rkube-apiserver | etcd | load generator |\n");
+        out.push_str("|---|---|---|---|\n");
+        for (what, p) in &self.per_op {
+            let _ =
+                writeln!(out, "| {what} | {:.0} µs | {:.0} µs | {:.0} µs |", p.apiserver_us, p.etcd_us, p.loadgen_us);
         }
         out
     }
