@@ -69,15 +69,51 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// HTTP/2 pings on the etcd connection, idle or not (as etcd-client does), so that a peer gone
+/// silent is noticed and redialed.
+const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One HTTP/2 connection to one etcd endpoint, dialed on first use and redialed after it
+/// breaks. etcd-client's own `connect` puts even a single endpoint behind a balancer with a
+/// request queue of its own, one more task hop per request than this; with one endpoint there
+/// is nothing to balance.
+fn plain_channel(endpoint: &str) -> Result<tonic::transport::Channel, StorageError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(endpoint_url(endpoint)?)
+        .map_err(|e| StorageError::Unavailable(format!("etcd endpoint {endpoint}: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// The URL of an `--etcd-servers` entry. Like etcd-client, a bare `host:port` is plain HTTP;
+/// no TLS to etcd is built in, so `https://` is refused here as etcd-client refuses it.
+fn endpoint_url(endpoint: &str) -> Result<String, StorageError> {
+    match endpoint.split_once("://") {
+        None => Ok(format!("http://{endpoint}")),
+        Some(("http", _)) => Ok(endpoint.to_string()),
+        Some(_) => Err(StorageError::Unavailable(format!("etcd endpoint {endpoint}: only http:// is supported"))),
+    }
+}
+
 /// The largest etcd response the apiserver decodes (etcd's Go client default, `math.MaxInt32`).
 const MAX_RESPONSE: usize = i32::MAX as usize;
 
 impl Etcd {
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StorageError> {
-        let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(5))
-            .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5));
-        let client = Client::connect(endpoints, Some(opts)).await?;
+        let client = match endpoints {
+            [one] => Client::from_channel(etcd_client::Channel::Tonic(plain_channel(one)?), None).await?,
+            _ => {
+                let opts = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT);
+                Client::connect(endpoints, Some(opts)).await?
+            }
+        };
         // A list of many objects is one range response; tonic's default 4 MiB cap would turn
         // a large namespace into an error. etcd's own Go client allows up to 2 GiB.
         let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE);
@@ -276,5 +312,17 @@ impl Etcd {
 
     pub async fn healthy(&self) -> bool {
         self.current_revision().await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls_are_plain_http() {
+        assert_eq!(endpoint_url("http://127.0.0.1:2379").ok(), Some("http://127.0.0.1:2379".to_string()));
+        assert_eq!(endpoint_url("127.0.0.1:2379").ok(), Some("http://127.0.0.1:2379".to_string()));
+        assert!(matches!(endpoint_url("https://127.0.0.1:2379"), Err(StorageError::Unavailable(_))));
     }
 }
