@@ -4,6 +4,7 @@
 //! controller owns. Also the pod facts every workload controller reads (active, ready,
 //! available).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -44,6 +45,20 @@ pub fn labels_match(sel: &Selector, m: &ObjectMeta) -> bool {
     }
 }
 
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// What claiming reads of an object: its metadata and its labels, which the pod informer keeps
+/// apart from the metadata ([`super::podcache::CachedPod`]).
+pub trait Claimable: Resource {
+    fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.meta().labels.as_ref()
+    }
+}
+
+impl Claimable for Pod {}
+impl Claimable for k8s_openapi::api::apps::v1::ReplicaSet {}
+impl Claimable for k8s_openapi::api::apps::v1::ControllerRevision {}
+
 /// What claiming decided.
 #[derive(Debug)]
 pub struct Claim<K> {
@@ -55,11 +70,11 @@ pub struct Claim<K> {
 
 /// upstream `ClaimObject` over a list: the owner is identified by `owner_uid`; an owner being
 /// deleted neither adopts nor releases.
-pub fn claim<K: Resource>(owner_uid: &str, owner_deleting: bool, sel: &Selector, objs: &[Arc<K>]) -> Claim<K> {
+pub fn claim<K: Claimable>(owner_uid: &str, owner_deleting: bool, sel: &Selector, objs: &[Arc<K>]) -> Claim<K> {
     let mut c = Claim { claimed: Vec::new(), adopt: Vec::new(), release: Vec::new() };
     for o in objs {
         let m = o.meta();
-        let matches = labels_match(sel, m);
+        let matches = sel.matches(o.labels().unwrap_or(&NO_LABELS));
         match controller_of(m) {
             Some(r) if r.uid != owner_uid => {}
             Some(_) => {
@@ -131,7 +146,9 @@ where
 /// The facts of a pod the workload controllers decide on, read the same way from a typed pod
 /// and from the pod informer's [`super::podcache::CachedPod`].
 pub trait PodView {
+    /// The metadata; its labels are [`Self::pod_labels`].
     fn pod_meta(&self) -> &ObjectMeta;
+    fn pod_labels(&self) -> Option<&BTreeMap<String, String>>;
     fn phase(&self) -> Option<&str>;
     fn node_name(&self) -> Option<&str>;
     /// The Ready condition's status and last transition.
@@ -143,6 +160,9 @@ pub trait PodView {
 impl PodView for Pod {
     fn pod_meta(&self) -> &ObjectMeta {
         &self.metadata
+    }
+    fn pod_labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.metadata.labels.as_ref()
     }
     fn phase(&self) -> Option<&str> {
         self.status.as_ref().and_then(|s| s.phase.as_deref())
@@ -167,6 +187,9 @@ impl<P: PodView + ?Sized> PodView for &P {
     fn pod_meta(&self) -> &ObjectMeta {
         (**self).pod_meta()
     }
+    fn pod_labels(&self) -> Option<&BTreeMap<String, String>> {
+        (**self).pod_labels()
+    }
     fn phase(&self) -> Option<&str> {
         (**self).phase()
     }
@@ -184,6 +207,9 @@ impl<P: PodView + ?Sized> PodView for &P {
 impl<P: PodView + ?Sized> PodView for Arc<P> {
     fn pod_meta(&self) -> &ObjectMeta {
         (**self).pod_meta()
+    }
+    fn pod_labels(&self) -> Option<&BTreeMap<String, String>> {
+        (**self).pod_labels()
     }
     fn phase(&self) -> Option<&str> {
         (**self).phase()

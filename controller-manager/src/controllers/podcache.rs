@@ -5,9 +5,13 @@
 //! owner references, labels, deletion timestamp), the few spec and status facts the
 //! ReplicaSet controller reads on each sync (phase, node, the Ready condition, restarts), and
 //! the rest of the pod, its spec and status, as compact JSON decoded only when a controller
-//! reads the whole pod.
+//! reads the whole pod. Its labels are kept apart from the metadata and shared: the pods of
+//! one ReplicaSet all carry the same labels, and a map of even one label is a 540-byte B-tree
+//! node, so equal label maps are one `Arc` ([`intern_labels`]).
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -15,11 +19,40 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use serde::{Deserialize, Serialize};
 
-use super::owner::{self, PodView};
+use super::owner::{self, Claimable, PodView};
+
+pub type Labels = BTreeMap<String, String>;
+
+/// Every label map a cached pod holds, once.
+struct Interned {
+    set: HashSet<Arc<Labels>>,
+    /// The set's size after the last sweep of maps no pod holds any more.
+    swept: usize,
+}
+
+static LABELS: LazyLock<Mutex<Interned>> = LazyLock::new(|| Mutex::new(Interned { set: HashSet::new(), swept: 0 }));
+
+/// The shared copy of `labels`. Maps no pod holds any more are swept whenever the set has
+/// doubled since the last sweep, so the set stays within twice the live maps (plus 64).
+pub fn intern_labels(labels: &Labels) -> Arc<Labels> {
+    let mut i = LABELS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = i.set.get(labels) {
+        return l.clone();
+    }
+    let l = Arc::new(labels.clone());
+    i.set.insert(l.clone());
+    if i.set.len() > 2 * i.swept.max(64) {
+        i.set.retain(|l| Arc::strong_count(l) > 1);
+        i.swept = i.set.len();
+    }
+    l
+}
 
 #[derive(Debug)]
 pub struct CachedPod {
+    /// Without its labels: they are [`Self::labels`].
     pub metadata: ObjectMeta,
+    pub labels: Option<Arc<Labels>>,
     node_name: Option<Box<str>>,
     phase: Option<Box<str>>,
     ready: Option<(bool, Option<Timestamp>)>,
@@ -66,7 +99,8 @@ impl CachedPod {
             }
         };
         CachedPod {
-            metadata: p.metadata.clone(),
+            metadata: ObjectMeta { labels: None, ..p.metadata.clone() },
+            labels: p.metadata.labels.as_ref().map(intern_labels),
             node_name: p.node_name().map(Into::into),
             phase: p.phase().map(Into::into),
             ready: p.ready_condition(),
@@ -84,13 +118,17 @@ impl CachedPod {
             }
             Body::Typed(b) => (b.0.clone(), b.1.clone()),
         };
-        Ok(Pod { metadata: self.metadata.clone(), spec, status })
+        let metadata = ObjectMeta { labels: self.labels.as_deref().cloned(), ..self.metadata.clone() };
+        Ok(Pod { metadata, spec, status })
     }
 }
 
 impl PodView for CachedPod {
     fn pod_meta(&self) -> &ObjectMeta {
         &self.metadata
+    }
+    fn pod_labels(&self) -> Option<&Labels> {
+        self.labels.as_deref()
     }
     fn phase(&self) -> Option<&str> {
         self.phase.as_deref()
@@ -129,6 +167,12 @@ impl Resource for CachedPod {
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
+    }
+}
+
+impl Claimable for CachedPod {
+    fn labels(&self) -> Option<&Labels> {
+        self.labels.as_deref()
     }
 }
 
@@ -185,9 +229,10 @@ mod tests {
 
     type Ready = Option<(bool, Option<Timestamp>)>;
 
-    fn facts<P: PodView>(p: &P) -> (ObjectMeta, Option<String>, Option<String>, Ready, i32) {
+    fn facts<P: PodView>(p: &P) -> (ObjectMeta, Option<Labels>, Option<String>, Option<String>, Ready, i32) {
         (
-            p.pod_meta().clone(),
+            ObjectMeta { labels: None, ..p.pod_meta().clone() },
+            p.pod_labels().cloned(),
             p.node_name().map(Into::into),
             p.phase().map(Into::into),
             p.ready_condition(),
@@ -203,7 +248,8 @@ mod tests {
         assert_eq!(
             facts(&p),
             (
-                p.metadata.clone(),
+                ObjectMeta { labels: None, ..p.metadata.clone() },
+                Some([("app".to_string(), "web".to_string())].into()),
                 Some("n1".into()),
                 Some("Running".into()),
                 Some((true, Some(Timestamp::from_second(1000).expect("ts")))),
@@ -212,7 +258,7 @@ mod tests {
         );
         let bare = Pod::default();
         assert_eq!(facts(&CachedPod::new(&bare)), facts(&bare));
-        assert_eq!(facts(&bare), (ObjectMeta::default(), None, None, None, 0));
+        assert_eq!(facts(&bare), (ObjectMeta::default(), None, None, None, None, 0));
     }
 
     #[test]
@@ -220,6 +266,31 @@ mod tests {
         let p = pod();
         assert_eq!(CachedPod::new(&p).decode().expect("decode"), p);
         assert_eq!(CachedPod::new(&Pod::default()).decode().expect("decode"), Pod::default());
+    }
+
+    #[test]
+    fn pods_with_equal_labels_share_one_map() {
+        let (a, b) = (CachedPod::new(&pod()), CachedPod::new(&pod()));
+        let (la, lb) = (a.labels.expect("labels"), b.labels.expect("labels"));
+        assert!(Arc::ptr_eq(&la, &lb));
+        let mut other = pod();
+        other.metadata.labels = Some([("app".to_string(), "db".to_string())].into());
+        let lo = CachedPod::new(&other).labels.expect("labels");
+        assert!(!Arc::ptr_eq(&la, &lo));
+        assert_eq!(*lo, Labels::from([("app".to_string(), "db".to_string())]));
+    }
+
+    #[test]
+    fn label_maps_no_pod_holds_are_swept() {
+        let unique = |i: usize| Labels::from([(format!("sweep-test-{}", std::process::id()), i.to_string())]);
+        let kept = intern_labels(&unique(0));
+        for i in 1..1000 {
+            intern_labels(&unique(i));
+        }
+        let i = LABELS.lock().expect("lock");
+        let left = i.set.iter().filter(|l| l.keys().next() == unique(0).keys().next()).count();
+        assert!(left < 600, "{left} of 1000 dropped maps are still interned");
+        assert!(i.set.contains(&kept), "a map still held is kept");
     }
 
     #[test]

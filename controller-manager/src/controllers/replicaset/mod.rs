@@ -21,7 +21,7 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use super::events::{reference, Recorder, NORMAL, WARNING};
 use super::expectations::Expectations;
 use super::informer::{key_of, Informer};
-use super::owner::{self, controller_of, controller_ref, is_active, is_available, is_ready, labels_match, PodView};
+use super::owner::{self, controller_of, controller_ref, is_active, is_available, is_ready, PodView};
 use super::podcache::CachedPod;
 use super::workqueue::Queue;
 use super::Context;
@@ -357,7 +357,9 @@ pub fn calculate_status<P: PodView>(
     let min_ready = min_ready_seconds(rs);
     let mut st = rs.status.clone().unwrap_or_default();
     st.replicas = pods.len() as i32;
-    st.fully_labeled_replicas = Some(pods.iter().filter(|p| labels_match(&template_sel, p.pod_meta())).count() as i32);
+    st.fully_labeled_replicas = Some(
+        pods.iter().filter(|p| template_sel.matches(p.pod_labels().unwrap_or(&Default::default()))).count() as i32,
+    );
     st.ready_replicas = Some(pods.iter().filter(is_ready).count() as i32);
     st.available_replicas = Some(pods.iter().filter(|p| is_available(p, min_ready, now)).count() as i32);
     let mut conditions = st.conditions.take().unwrap_or_default();
