@@ -86,12 +86,19 @@ struct Watched {
     store: Arc<Store>,
 }
 
+/// upstream's ignoredResources: the collector neither watches nor collects events (core and
+/// `events.k8s.io`). They own nothing, expire on their own, and are the most numerous objects
+/// after pods (one per pod created or deleted by a workload).
+pub fn ignored(res: &Resource) -> bool {
+    res.ar.plural == "events" && (res.ar.group.is_empty() || res.ar.group == "events.k8s.io")
+}
+
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
     let resources = deletable(&ctx.client).await?;
     let mut watched = Vec::new();
     let mut streams = Vec::new();
-    for (i, res) in resources.into_iter().enumerate() {
+    for (i, res) in resources.into_iter().filter(|r| !ignored(r)).enumerate() {
         let store = Arc::new(Store::default());
         // Api<PartialObjectMeta<_>> lists and watches with `as=PartialObjectMetadata`.
         let api: Api<Meta> = Api::all_with(ctx.client.clone(), &res.ar);
@@ -264,6 +271,24 @@ async fn owners_alive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_of_both_groups_are_ignored_and_nothing_else() {
+        let res = |group: &str, plural: &str| Resource {
+            ar: kube::discovery::ApiResource {
+                group: group.into(),
+                version: "v1".into(),
+                api_version: if group.is_empty() { "v1".into() } else { format!("{group}/v1") },
+                kind: "Kind".into(),
+                plural: plural.into(),
+            },
+            namespaced: true,
+        };
+        assert!(ignored(&res("", "events")));
+        assert!(ignored(&res("events.k8s.io", "events")));
+        assert!(!ignored(&res("", "pods")));
+        assert!(!ignored(&res("example.com", "events")));
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference, Time};
     use kube::api::{ObjectMeta, TypeMeta};
 
