@@ -7,45 +7,63 @@
 //! the rest of the pod, its spec and status, as compact JSON decoded only when a controller
 //! reads the whole pod. Its labels are kept apart from the metadata and shared: the pods of
 //! one ReplicaSet all carry the same labels, and a map of even one label is a 540-byte B-tree
-//! node, so equal label maps are one `Arc` ([`intern_labels`]).
+//! node, so equal label maps are one `Arc` ([`intern_labels`]). So are equal specs (the
+//! encoded spec leaves out `nodeName`, which is kept as a fact): pods of one template share one.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+use std::hash::Hash;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
-use serde::{Deserialize, Serialize};
 
 use super::owner::{self, Claimable, PodView};
 
 pub type Labels = BTreeMap<String, String>;
 
-/// Every label map a cached pod holds, once.
-struct Interned {
-    set: HashSet<Arc<Labels>>,
-    /// The set's size after the last sweep of maps no pod holds any more.
+/// Every value of one kind a cached pod holds, once.
+struct Interner<T: ?Sized> {
+    set: HashSet<Arc<T>>,
+    /// The set's size after the last sweep of values no pod holds any more.
     swept: usize,
 }
 
-static LABELS: LazyLock<Mutex<Interned>> = LazyLock::new(|| Mutex::new(Interned { set: HashSet::new(), swept: 0 }));
+impl<T: ?Sized + Eq + Hash> Interner<T> {
+    /// The shared copy of `v` (`make` makes a new one). Values no pod holds any more are swept
+    /// whenever the set has doubled since the last sweep, so the set stays within twice the
+    /// live values (plus 64).
+    fn intern(&mut self, v: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        if let Some(l) = self.set.get(v) {
+            return l.clone();
+        }
+        let l = make();
+        self.set.insert(l.clone());
+        if self.set.len() > 2 * self.swept.max(64) {
+            self.set.retain(|l| Arc::strong_count(l) > 1);
+            self.swept = self.set.len();
+        }
+        l
+    }
+}
 
-/// The shared copy of `labels`. Maps no pod holds any more are swept whenever the set has
-/// doubled since the last sweep, so the set stays within twice the live maps (plus 64).
+fn interner<T: ?Sized>() -> Mutex<Interner<T>> {
+    Mutex::new(Interner { set: HashSet::new(), swept: 0 })
+}
+
+static LABELS: LazyLock<Mutex<Interner<Labels>>> = LazyLock::new(interner);
+static SPECS: LazyLock<Mutex<Interner<[u8]>>> = LazyLock::new(interner);
+
+/// The shared copy of `labels`.
 pub fn intern_labels(labels: &Labels) -> Arc<Labels> {
-    let mut i = LABELS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(l) = i.set.get(labels) {
-        return l.clone();
-    }
-    let l = Arc::new(labels.clone());
-    i.set.insert(l.clone());
-    if i.set.len() > 2 * i.swept.max(64) {
-        i.set.retain(|l| Arc::strong_count(l) > 1);
-        i.swept = i.set.len();
-    }
-    l
+    LABELS.lock().unwrap_or_else(|p| p.into_inner()).intern(labels, || Arc::new(labels.clone()))
+}
+
+/// The shared copy of an encoded spec.
+fn intern_spec(json: Vec<u8>) -> Arc<[u8]> {
+    SPECS.lock().unwrap_or_else(|p| p.into_inner()).intern(&json, || Arc::from(json.as_slice()))
 }
 
 #[derive(Debug)]
@@ -62,27 +80,12 @@ pub struct CachedPod {
 
 #[derive(Debug)]
 enum Body {
-    /// The pod's `spec` and `status` as JSON.
-    Json(Box<[u8]>),
+    /// The pod's `spec` without its `nodeName` (kept as a fact), shared by every pod with the
+    /// same spec (the pods of one template), and its `status`, as JSON.
+    Json { spec: Option<Arc<[u8]>>, status: Option<Box<[u8]>> },
     /// Kept typed if it could not be encoded (serde_json fails only on non-string map keys,
     /// which a typed pod has none of), so nothing is lost either way.
     Typed(Box<(Option<PodSpec>, Option<PodStatus>)>),
-}
-
-#[derive(Serialize)]
-struct BodyRef<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    spec: Option<&'a PodSpec>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'a PodStatus>,
-}
-
-#[derive(Deserialize)]
-struct BodyOwned {
-    #[serde(default)]
-    spec: Option<PodSpec>,
-    #[serde(default)]
-    status: Option<PodStatus>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,9 +94,13 @@ pub struct DecodeError(#[from] serde_json::Error);
 
 impl CachedPod {
     pub fn new(p: &Pod) -> Self {
-        let body = match serde_json::to_vec(&BodyRef { spec: p.spec.as_ref(), status: p.status.as_ref() }) {
-            Ok(json) => Body::Json(json.into_boxed_slice()),
-            Err(e) => {
+        let spec = p.spec.as_ref().map(|s| serde_json::to_vec(&PodSpec { node_name: None, ..s.clone() }));
+        let status = p.status.as_ref().map(serde_json::to_vec);
+        let body = match (spec.transpose(), status.transpose()) {
+            (Ok(spec), Ok(status)) => {
+                Body::Json { spec: spec.map(intern_spec), status: status.map(Vec::into_boxed_slice) }
+            }
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(pod = ?p.metadata.name, error = %e, "pod not encodable; cached typed");
                 Body::Typed(Box::new((p.spec.clone(), p.status.clone())))
             }
@@ -112,9 +119,15 @@ impl CachedPod {
     /// The whole pod, as it was cached.
     pub fn decode(&self) -> Result<Pod, DecodeError> {
         let (spec, status) = match &self.body {
-            Body::Json(json) => {
-                let b: BodyOwned = serde_json::from_slice(json)?;
-                (b.spec, b.status)
+            Body::Json { spec, status } => {
+                let spec = match spec {
+                    Some(json) => Some(PodSpec {
+                        node_name: self.node_name.as_deref().map(Into::into),
+                        ..serde_json::from_slice(json)?
+                    }),
+                    None => None,
+                };
+                (spec, status.as_deref().map(serde_json::from_slice).transpose()?)
             }
             Body::Typed(b) => (b.0.clone(), b.1.clone()),
         };
@@ -278,6 +291,19 @@ mod tests {
         let lo = CachedPod::new(&other).labels.expect("labels");
         assert!(!Arc::ptr_eq(&la, &lo));
         assert_eq!(*lo, Labels::from([("app".to_string(), "db".to_string())]));
+    }
+
+    #[test]
+    fn pods_of_one_template_share_their_spec_and_keep_their_own_node() {
+        let mut elsewhere = pod();
+        elsewhere.spec.as_mut().expect("spec").node_name = Some("n2".into());
+        let (a, b) = (CachedPod::new(&pod()), CachedPod::new(&elsewhere));
+        let (Body::Json { spec: Some(sa), .. }, Body::Json { spec: Some(sb), .. }) = (&a.body, &b.body) else {
+            panic!("not encoded: {a:?} {b:?}");
+        };
+        assert!(Arc::ptr_eq(sa, sb));
+        assert_eq!(a.decode().expect("decode"), pod());
+        assert_eq!(b.decode().expect("decode"), elsewhere);
     }
 
     #[test]
