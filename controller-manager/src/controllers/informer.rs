@@ -115,6 +115,21 @@ impl Informer<Pod> {
     pub fn list_namespace_cached(&self, namespace: &str) -> Vec<Arc<CachedPod>> {
         self.read().get(namespace).map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
+
+    /// Every pod as cached, without decoding: for passes over all pods that act on a few
+    /// (pod GC, node lifecycle).
+    pub fn list_cached(&self) -> Vec<Arc<CachedPod>> {
+        self.read().values().flat_map(|m| m.values().cloned()).collect()
+    }
+
+    /// The namespace's pods that `keep` accepts, decoded. `keep` sees the cached form (metadata,
+    /// labels and facts), so a controller that wants a few pods of a large namespace (a
+    /// Service's, a Job's) decodes those and not the whole namespace on each sync.
+    pub fn list_namespace_where(&self, namespace: &str, keep: impl Fn(&CachedPod) -> bool) -> Vec<Arc<Pod>> {
+        let stored: Vec<Arc<CachedPod>> =
+            self.read().get(namespace).map(|m| m.values().filter(|p| keep(p)).cloned().collect()).unwrap_or_default();
+        stored.iter().filter_map(<Pod as Cache>::load).collect()
+    }
 }
 
 type ByNamespace<S> = HashMap<String, HashMap<String, S>>;
@@ -451,6 +466,19 @@ mod tests {
         let facts: Vec<_> =
             cached.iter().map(|p| (p.node_name(), p.phase(), p.pod_meta().resource_version.as_deref())).collect();
         assert_eq!(facts, [(Some("n2"), Some("Running"), Some("2"))]);
+    }
+
+    #[test]
+    fn a_filtered_pod_list_decodes_only_the_accepted_pods_whole() {
+        use super::super::owner::PodView;
+        let i = Informer::<Pod>::new();
+        i.apply(running_on("a", "p1", "1", "n1"));
+        i.apply(running_on("a", "p2", "1", "n2"));
+        i.apply(running_on("b", "p3", "1", "n1"));
+        let on_n1 = i.list_namespace_where("a", |p| p.node_name() == Some("n1"));
+        assert_eq!(on_n1, vec![Arc::new(running_on("a", "p1", "1", "n1"))]);
+        assert!(i.list_namespace_where("a", |_| false).is_empty());
+        assert!(i.list_namespace_where("c", |_| true).is_empty());
     }
 
     #[test]

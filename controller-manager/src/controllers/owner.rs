@@ -56,6 +56,13 @@ pub trait Claimable: Resource {
 }
 
 impl Claimable for Pod {}
+
+/// Whether claiming for the controller `uid` with `sel` can touch this pod: it is the
+/// controller's (kept or released) or its labels match (adopted if an orphan). Any other pod is
+/// left alone by [`claim`], so a sync need not decode it.
+pub fn claim_may_touch<P: Claimable>(uid: &str, sel: &Selector, p: &P) -> bool {
+    controller_of(p.meta()).is_some_and(|r| r.uid == uid) || sel.matches(p.labels().unwrap_or(&NO_LABELS))
+}
 impl Claimable for k8s_openapi::api::apps::v1::ReplicaSet {}
 impl Claimable for k8s_openapi::api::apps::v1::ControllerRevision {}
 
@@ -428,6 +435,26 @@ mod tests {
         let c = claim("me", true, &sel, &pods);
         assert_eq!(names(&c.claimed), ["mine"], "an owner being deleted does not adopt");
         assert!(c.release.is_empty(), "an owner being deleted does not release");
+    }
+
+    #[test]
+    fn the_pods_a_claim_may_touch_are_all_it_decides_on() {
+        let sel = Selector::from_set([("app", "web")]);
+        let pods = [
+            pod("mine", "web", Some("me")),
+            pod("orphan", "web", None),
+            pod("stray", "db", Some("me")),
+            pod("theirs", "web", Some("other")),
+            pod("unrelated", "db", None),
+        ];
+        let touched: Vec<Arc<Pod>> = pods.iter().filter(|p| claim_may_touch("me", &sel, p.as_ref())).cloned().collect();
+        assert_eq!(names(&touched), ["mine", "orphan", "stray", "theirs"]);
+        for deleting in [false, true] {
+            let (all, some) = (claim("me", deleting, &sel, &pods), claim("me", deleting, &sel, &touched));
+            assert_eq!(names(&all.claimed), names(&some.claimed));
+            assert_eq!(names(&all.adopt), names(&some.adopt));
+            assert_eq!(names(&all.release), names(&some.release));
+        }
     }
 
     #[test]

@@ -284,7 +284,7 @@ impl Dsc {
     async fn node_pods(&self, ds: &Arc<DaemonSet>, sel: &apimachinery::labels::Selector) -> Result<NodePods, Error> {
         let ns = ds.metadata.namespace.clone().unwrap_or_default();
         let uid = ds.metadata.uid.clone().unwrap_or_default();
-        let pods = self.pods.list_namespace(&ns);
+        let pods = self.pods.list_namespace_where(&ns, |p| owner::claim_may_touch(&uid, sel, p));
         let claim = owner::claim(&uid, ds.metadata.deletion_timestamp.is_some(), sel, &pods);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let ds_api = Api::<DaemonSet>::namespaced(self.client.clone(), &ns);

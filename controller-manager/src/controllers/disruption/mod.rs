@@ -153,9 +153,9 @@ impl Dc {
         let Some(pdb) = self.pdbs.get_key(key) else { return Ok(None) };
         let ns = pdb.metadata.namespace.clone().unwrap_or_default();
         let pods: Vec<Arc<Pod>> = match selector(&pdb) {
-            Some(sel) => {
-                self.pods.list_namespace(&ns).into_iter().filter(|p| labels_match(&sel, &p.metadata)).collect()
-            }
+            Some(sel) => self.pods.list_namespace_where(&ns, |p| {
+                sel.matches(p.labels.as_deref().unwrap_or(&std::collections::BTreeMap::new()))
+            }),
             None => Vec::new(),
         };
         if pods.is_empty() {

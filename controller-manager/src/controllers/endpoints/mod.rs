@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
-use super::endpointslice::desired::{desired_subsets, selected};
+use super::endpointslice::desired::{desired_subsets, selected, selects};
 use super::endpointslice::trigger_time::{TriggerTimeTracker, LAST_CHANGE_TRIGGER_TIME};
 use super::endpointslice::watch_services_and_pods;
 use super::informer::{split_key, Informer};
@@ -78,7 +78,8 @@ impl Ec {
         if svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_none_or(|s| s.is_empty()) {
             return Ok(None);
         }
-        let pods = self.pods.list_namespace(ns);
+        // Only the Service's pods are decoded, not the namespace's.
+        let pods = self.pods.list_namespace_where(ns, |p| selects(&svc, p.labels.as_deref()));
         // upstream computes it on every sync, written or not, so the tracker's state follows
         // the pods even while the Endpoints stay as they are.
         let triggered = {

@@ -136,16 +136,16 @@ pub fn endpoint_ports(svc: &Service, p: &Pod) -> Vec<EndpointPort> {
 
 /// The pods `svc`'s selector matches (none for a Service without a selector).
 pub fn selected<'a>(svc: &Service, pods: &'a [Arc<Pod>]) -> Vec<&'a Arc<Pod>> {
-    let sel = svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
-    if sel.is_empty() {
-        return Vec::new();
-    }
-    pods.iter()
-        .filter(|p| {
-            let l = p.metadata.labels.clone().unwrap_or_default();
-            sel.iter().all(|(k, v)| l.get(k) == Some(v))
-        })
-        .collect()
+    pods.iter().filter(|p| selects(svc, p.metadata.labels.as_ref())).collect()
+}
+
+/// Whether the Service's selector selects a pod with these labels; an empty or missing
+/// selector selects nothing (such a Service's endpoints are managed by hand).
+pub fn selects(svc: &Service, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty()) else {
+        return false;
+    };
+    sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
 /// The slices `svc` should have: endpoints grouped by their resolved ports, sorted by pod
@@ -252,6 +252,22 @@ mod tests {
 
     fn zones() -> HashMap<String, String> {
         [("node-0".to_string(), "zone-a".to_string())].into()
+    }
+
+    #[test]
+    fn a_selector_selects_pods_with_all_its_labels_and_an_empty_one_selects_none() {
+        let labels = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let web = svc(false);
+        assert!(selects(&web, Some(&labels(&[("app", "web"), ("tier", "x")]))));
+        assert!(!selects(&web, Some(&labels(&[("app", "db")]))));
+        assert!(!selects(&web, None));
+        let mut bare = svc(false);
+        bare.spec.as_mut().expect("spec").selector = Some(BTreeMap::new());
+        assert!(!selects(&bare, Some(&labels(&[("app", "web")]))));
+        bare.spec.as_mut().expect("spec").selector = None;
+        assert!(!selects(&bare, Some(&labels(&[("app", "web")]))));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::informer::{key_of, split_key, Informer};
 use super::owner::controller_ref;
 use super::workqueue::Queue;
 use super::Context;
-use desired::{desired_slices, port_key, selected, Group};
+use desired::{desired_slices, port_key, selected, selects, Group};
 use trigger_time::{TriggerTimeTracker, LAST_CHANGE_TRIGGER_TIME};
 
 pub const NAME: &str = "endpointslice";
@@ -143,7 +143,8 @@ impl Esc {
                 Some((n.metadata.name.clone()?, zone))
             })
             .collect();
-        let pods = self.pods.list_namespace(ns);
+        // Only the Service's pods are decoded, not the namespace's.
+        let pods = self.pods.list_namespace_where(ns, |p| selects(&svc, p.labels.as_deref()));
         let triggered = {
             let selected: Vec<&Pod> = selected(&svc, &pods).into_iter().map(|p| p.as_ref()).collect();
             self.trigger_times.compute(key, &svc, &selected)

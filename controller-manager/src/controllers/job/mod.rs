@@ -126,8 +126,9 @@ impl Jc {
         self.exp.forget(&key);
         lock(&self.written).remove(&key);
         let uid = j.metadata.uid.as_deref().unwrap_or_default();
-        for p in self.pods.list_namespace(j.metadata.namespace.as_deref().unwrap_or_default()) {
-            if has_tracking_finalizer(&p) && controller_of(&p.metadata).is_some_and(|r| r.uid == uid) {
+        let ns = j.metadata.namespace.as_deref().unwrap_or_default();
+        for p in self.pods.list_namespace_where(ns, |p| controller_of(&p.metadata).is_some_and(|r| r.uid == uid)) {
+            if has_tracking_finalizer(&p) {
                 self.orphans.add(key_of(p.as_ref()));
             }
         }
@@ -298,7 +299,7 @@ impl Jc {
                 return Ok(None);
             }
         };
-        let all = self.pods.list_namespace(&ns);
+        let all = self.pods.list_namespace_where(&ns, |p| owner::claim_may_touch(&uid, &sel, p));
         let claim = owner::claim(&uid, job.metadata.deletion_timestamp.is_some(), &sel, &all);
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let cref = controller_ref(job.as_ref());

@@ -26,8 +26,9 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::events::{Recorder, NORMAL};
-use super::informer::Informer;
-use super::owner::is_ready;
+use super::informer::{Cache, Informer};
+use super::owner::{is_ready, PodView};
+use super::podcache::CachedPod;
 use super::Context;
 
 pub const NAME: &str = "nodelifecycle";
@@ -181,10 +182,10 @@ async fn monitor(
     let now = Timestamp::now();
     let all = nodes.list();
     seen.retain(|name, _| all.iter().any(|n| n.metadata.name.as_deref() == Some(name)));
-    let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
-    for p in pods.list() {
-        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
-            by_node.entry(n).or_default().push(p);
+    let mut by_node: HashMap<String, Vec<Arc<CachedPod>>> = HashMap::new();
+    for p in pods.list_cached() {
+        if let Some(n) = p.node_name() {
+            by_node.entry(n.to_string()).or_default().push(p);
         }
     }
     for node in all {
@@ -215,7 +216,13 @@ async fn monitor(
         }
         let node_ready = ready_status(&node).as_deref() == Some("True");
         let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-        for p in by_node.get(&name).into_iter().flatten() {
+        // A Ready node without NoExecute taints asks nothing of its pods: they stay undecoded.
+        if node_ready && !taints.iter().any(|t| t.effect == "NoExecute") {
+            continue;
+        }
+        let decoded: Vec<Arc<Pod>> =
+            by_node.get(&name).into_iter().flatten().filter_map(<Pod as Cache>::load).collect();
+        for p in &decoded {
             let ns = p.metadata.namespace.clone().unwrap_or_default();
             let pname = p.metadata.name.clone().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);

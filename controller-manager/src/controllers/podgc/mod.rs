@@ -10,22 +10,23 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams};
+use kube::Resource;
 
 use super::informer::{key_of, Informer};
 use super::nodelifecycle::UNREACHABLE;
-use super::owner::is_terminated;
+use super::owner::{is_terminated, PodView};
 use super::Context;
 
 pub const NAME: &str = "podgc";
 const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 
 /// What to delete: (pod key, force).
-pub fn plan(pods: &[Arc<Pod>], nodes: &[Arc<Node>], threshold: usize) -> Vec<(String, bool)> {
+pub fn plan<P: PodView + Resource>(pods: &[Arc<P>], nodes: &[Arc<Node>], threshold: usize) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     if threshold > 0 {
-        let mut terminated: Vec<&Arc<Pod>> = pods.iter().filter(is_terminated).collect();
+        let mut terminated: Vec<&Arc<P>> = pods.iter().filter(|p| is_terminated(p.as_ref())).collect();
         if terminated.len() > threshold {
-            terminated.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+            terminated.sort_by_key(|p| p.pod_meta().creation_timestamp.as_ref().map(|t| t.0));
             for p in terminated.iter().take(terminated.len() - threshold) {
                 out.push((key_of(p.as_ref()), false));
             }
@@ -42,13 +43,13 @@ pub fn plan(pods: &[Arc<Pod>], nodes: &[Arc<Node>], threshold: usize) -> Vec<(St
         .filter_map(|n| n.metadata.name.as_deref())
         .collect();
     for p in pods {
-        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else { continue };
+        let Some(node) = p.node_name() else { continue };
         let key = key_of(p.as_ref());
         if out.iter().any(|(k, _)| *k == key) {
             continue;
         }
         let orphaned = !existing.contains(node);
-        let stuck = p.metadata.deletion_timestamp.is_some() && gone_node.contains(node);
+        let stuck = p.pod_meta().deletion_timestamp.is_some() && gone_node.contains(node);
         if orphaned || stuck {
             out.push((key, true));
         }
@@ -67,7 +68,8 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             _ = ctx.cancel.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        for (key, force) in plan(&pods.list(), &nodes.list(), ctx.opts.terminated_pod_gc_threshold) {
+        // The cached pods carry every fact the plan reads, so a pass decodes no pod.
+        for (key, force) in plan(&pods.list_cached(), &nodes.list(), ctx.opts.terminated_pod_gc_threshold) {
             let (ns, name) = super::informer::split_key(&key);
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
             let dp = if force {
@@ -117,5 +119,9 @@ mod tests {
             got,
             [("d/done-old".to_string(), false), ("d/orphan".to_string(), true), ("d/stuck".to_string(), true)]
         );
+        // the controller plans over the informer's cached pods: the same plan
+        let cached: Vec<Arc<super::super::podcache::CachedPod>> =
+            pods.iter().map(|p| Arc::new(super::super::podcache::CachedPod::new(p))).collect();
+        assert_eq!(plan(&cached, &nodes, 1), got);
     }
 }

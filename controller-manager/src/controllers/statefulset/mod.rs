@@ -181,12 +181,10 @@ impl Ssc {
         }
 
         // upstream getPodsForStatefulSet: claim by selector and by name (isMemberOf).
-        let all = self.pods.list_namespace(&ns);
-        let candidates: Vec<Arc<Pod>> = all
-            .iter()
-            .filter(|p| is_member_of(&set, p) || controller_of(&p.metadata).is_some_and(|r| r.uid == uid))
-            .cloned()
-            .collect();
+        let candidates: Vec<Arc<Pod>> = self.pods.list_namespace_where(&ns, |p| {
+            is_member_name(&set, p.metadata.name.as_deref().unwrap_or_default())
+                || controller_of(&p.metadata).is_some_and(|r| r.uid == uid)
+        });
         let mut claim = owner::claim(&uid, deleting, &sel, &candidates);
         for p in candidates.iter().filter(|p| !is_member_of(&set, p)) {
             // Controlled but not named like a member: released.

@@ -110,7 +110,12 @@ pub fn ordinal(p: &Pod) -> Option<i32> {
 
 /// upstream isMemberOf: the pod's name says it belongs to this set.
 pub fn is_member_of(set: &StatefulSet, p: &Pod) -> bool {
-    parent_and_ordinal(p.metadata.name.as_deref().unwrap_or_default()).is_some_and(|(parent, _)| parent == name(set))
+    is_member_name(set, p.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// [`is_member_of`] on the pod's name alone.
+pub fn is_member_name(set: &StatefulSet, pod_name: &str) -> bool {
+    parent_and_ordinal(pod_name).is_some_and(|(parent, _)| parent == name(set))
 }
 
 /// upstream podInOrdinalRange: `start <= ordinal < start + replicas`.
