@@ -1,7 +1,7 @@
 //! The garbage collector and the namespace controller against a real apiserver on a real etcd:
 //! foreground deletion removes dependents before the owner, orphan deletion leaves dependents
-//! without the reference, a dangling dependent is collected, and a deleted namespace empties
-//! and goes away.
+//! without the reference, a dangling dependent is collected, and a deleted namespace empties,
+//! says what is left while an object's finalizer holds it, and goes away.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use clap::Parser;
 use component_base::testing::{eventually, Etcd};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -95,7 +95,31 @@ async fn garbage_collector_and_namespace_controller() {
     )
     .await
     .expect("svc");
+    let held = json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}});
+    cms.create(&pp, &serde_json::from_value(held).expect("cm")).await.expect("cm");
     nss.delete("doomed", &DeleteParams::default()).await.expect("delete ns");
+    // While the finalizer holds one ConfigMap, the namespace's conditions say so, as upstream's.
+    let messages = |n: &Namespace| -> Vec<(String, String)> {
+        let conds = n.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        conds.into_iter().map(|c| (c.type_, c.message.unwrap_or_default())).collect()
+    };
+    let want = vec![
+        (
+            "NamespaceContentRemaining".to_string(),
+            "Some resources are remaining: configmaps. has 1 resource instances".to_string(),
+        ),
+        (
+            "NamespaceFinalizersRemaining".to_string(),
+            "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+                .to_string(),
+        ),
+    ];
+    eventually("the conditions name the held ConfigMap", WAIT, || async {
+        nss.get_opt("doomed").await.expect("get").is_some_and(|n| messages(&n) == want)
+    })
+    .await;
+    let release = json!({"metadata": {"finalizers": null}});
+    cms.patch("held", &PatchParams::default(), &Patch::Merge(&release)).await.expect("release");
     eventually("namespace deletion", WAIT, || async { nss.get_opt("doomed").await.expect("get").is_none() }).await;
     assert!(cms.list(&Default::default()).await.expect("list").items.is_empty());
 
