@@ -1,4 +1,5 @@
-//! The StatefulSet controller against a real apiserver with the fake kubelet: pods come up in
+//! The StatefulSet controller against a real apiserver with the fake kubelet, which binds the
+//! pods itself (their claims get no volume: no PV controller runs here): pods come up in
 //! ordinal order, each after its predecessor is Ready, with their claims; a deleted pod comes
 //! back under the same name with the same claim; scale-down goes from the top; rolling updates
 //! honour the partition; ControllerRevisions back `kubectl rollout status|history|undo` (1.27,
@@ -100,7 +101,7 @@ fn record(pods: Api<Pod>, app: &str) -> (Arc<Mutex<Vec<String>>>, tokio::task::J
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statefulset_creates_in_order_recreates_scales_down_in_reverse() {
     let mut cluster = Cluster::start().await;
-    cluster.start_nodes(2).await;
+    cluster.start_self_binding_nodes(2).await;
     cluster.start_controller_manager(&["--controllers=statefulset"]);
     let client = cluster.client.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -218,7 +219,7 @@ async fn statefulset_creates_in_order_recreates_scales_down_in_reverse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statefulset_rolling_update_partition_and_kubectl_rollout() {
     let mut cluster = Cluster::start().await;
-    cluster.start_nodes(2).await;
+    cluster.start_self_binding_nodes(2).await;
     cluster.start_controller_manager(&["--controllers=statefulset"]);
     let client = cluster.client.clone();
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
@@ -362,7 +363,7 @@ async fn statefulset_rolling_update_partition_and_kubectl_rollout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statefulset_claim_retention_policy_deletes_claims_on_scale_down_and_with_the_set() {
     let mut cluster = Cluster::start().await;
-    cluster.start_nodes(1).await;
+    cluster.start_self_binding_nodes(1).await;
     cluster.start_controller_manager(&["--controllers=statefulset,garbagecollector"]);
     let client = cluster.client.clone();
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");

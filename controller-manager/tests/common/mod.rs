@@ -1,8 +1,9 @@
 //! The harness the controller tests share: a real etcd and an in-process apiserver, the
 //! controller-manager started (and restartable) in-process, and simulated nodes: Node objects
-//! plus a fake kubelet that binds pending pods round-robin through `pods/binding`, marks them
-//! Running (and Ready, unless their image says `never-ready`) through `pods/status`, and
-//! finishes graceful deletions. No scheduler, no real kubelet.
+//! plus a fake kubelet that marks pods bound to them Running (and Ready, unless their image
+//! says `never-ready`) through `pods/status` and finishes graceful deletions. With
+//! [`Cluster::start_nodes`] the real rkube-scheduler (in-process) binds the pods; the
+//! self-binding, batch and pinning variants bind pods themselves. No real kubelet.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -28,6 +29,7 @@ pub struct Cluster {
     pub client: kube::Client,
     cms: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     kubelet: Option<(CancellationToken, JoinHandle<()>)>,
+    scheduler: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     // A failing test drops everything with the runtime; etcd is killed by its own Drop.
     _etcd: Etcd,
 }
@@ -37,7 +39,7 @@ impl Cluster {
         let etcd = Etcd::start();
         let server = TestApiserver::start(&etcd.endpoint).await;
         let client = rkube_controller_manager::client(Some(&server.kubeconfig())).await.expect("client");
-        Cluster { server, client, cms: Vec::new(), kubelet: None, _etcd: etcd }
+        Cluster { server, client, cms: Vec::new(), kubelet: None, scheduler: None, _etcd: etcd }
     }
 
     /// Starts the controller-manager with `extra` flags on top of the kubeconfig and a free
@@ -67,8 +69,30 @@ impl Cluster {
         }
     }
 
-    /// Creates `n` Ready nodes (`node-0` …) and starts the fake kubelet for them.
+    /// Starts the real scheduler in-process (no leader election, no health port).
+    fn start_scheduler(&mut self) {
+        let kubeconfig = self.server.kubeconfig();
+        let args = ["rkube-scheduler", "--kubeconfig", kubeconfig.to_str().expect("utf-8"), "--leader-elect=false"];
+        let opts = rkube_scheduler::Options::parse_from(args.into_iter().chain(["--port", "0"]));
+        let cancel = self.server.cancel.child_token();
+        let handle = tokio::spawn(rkube_scheduler::run(opts, cancel.clone()));
+        self.scheduler = Some((cancel, handle));
+    }
+
+    /// Creates `n` Ready nodes (`node-0` …, 4 CPUs, 8 GiB, 110 pods each), starts the real
+    /// scheduler and the fake kubelet for them.
     pub async fn start_nodes(&mut self, n: usize) -> Arc<FakeKubelet> {
+        self.start_nodes_bound_by(n, true).await
+    }
+
+    /// As [`Cluster::start_nodes`], but the fake kubelet binds pending pods round-robin and no
+    /// scheduler runs: for pods whose claims no volume will ever satisfy in the test (the
+    /// scheduler's VolumeBinding would rightly keep them pending).
+    pub async fn start_self_binding_nodes(&mut self, n: usize) -> Arc<FakeKubelet> {
+        self.start_nodes_bound_by(n, false).await
+    }
+
+    async fn start_nodes_bound_by(&mut self, n: usize, scheduler: bool) -> Arc<FakeKubelet> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let mut names = Vec::new();
         for i in 0..n {
@@ -81,6 +105,8 @@ impl Cluster {
             let status = json!({"status": {
                 "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
                 "addresses": [{"type": "InternalIP", "address": format!("198.18.200.{}", i + 1)}],
+                "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
             }});
             nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("node status");
             let lease: Lease = serde_json::from_value(json!({
@@ -97,9 +123,13 @@ impl Cluster {
         let kubelet = Arc::new(FakeKubelet {
             client: self.client.clone(),
             nodes: std::sync::Mutex::new(names),
+            binds: !scheduler,
             next_node: AtomicUsize::new(0),
             next_ip: AtomicU32::new(10),
         });
+        if scheduler {
+            self.start_scheduler();
+        }
         let cancel = self.server.cancel.child_token();
         let k = kubelet.clone();
         let c = cancel.clone();
@@ -116,6 +146,10 @@ impl Cluster {
             cancel.cancel();
             let _ = handle.await;
         }
+        if let Some((cancel, handle)) = self.scheduler.take() {
+            cancel.cancel();
+            let _ = handle.await;
+        }
         self.server.cancel.cancel();
         self.server.stop().await;
     }
@@ -125,6 +159,8 @@ pub struct FakeKubelet {
     client: kube::Client,
     /// Nodes pods may be bound to (a test removes one to simulate its loss).
     pub nodes: std::sync::Mutex<Vec<String>>,
+    /// Whether it binds pending pods round-robin itself (no scheduler running).
+    binds: bool,
     next_node: AtomicUsize,
     next_ip: AtomicU32,
 }
@@ -168,6 +204,9 @@ impl FakeKubelet {
             return;
         }
         let Some(node) = node else {
+            if !self.binds {
+                return;
+            }
             let target = {
                 let nodes = self.nodes.lock().expect("nodes");
                 if nodes.is_empty() {
@@ -414,6 +453,7 @@ impl Cluster {
         let kubelet = Arc::new(FakeKubelet {
             client: self.client.clone(),
             nodes: std::sync::Mutex::new(names),
+            binds: true,
             next_node: AtomicUsize::new(0),
             next_ip: AtomicU32::new(10),
         });
