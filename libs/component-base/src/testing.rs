@@ -45,8 +45,25 @@ pub struct Etcd {
 }
 
 impl Etcd {
+    /// A fresh etcd on free loopback ports. `free_port` only finds ports that were free a
+    /// moment ago: another test can take one before etcd binds it, and etcd then exits, so a
+    /// failed start is tried again on fresh ports.
     pub fn start() -> Self {
+        let mut why = String::new();
+        for _ in 0..5 {
+            match Self::try_start() {
+                Ok(e) => return e,
+                Err(log) => why = log,
+            }
+        }
+        panic!("etcd did not start (5 tries on fresh ports); its last log:\n{why}");
+    }
+
+    /// Err(the tail of etcd's log) when it exited before serving.
+    fn try_start() -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("etcd.log");
+        let log = std::fs::File::create(&log_path).expect("etcd log file");
         let (client, peer) = (free_port(), free_port());
         let endpoint = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
@@ -72,16 +89,24 @@ impl Etcd {
             "error",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log);
         die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("etcd is installed (hack/install-deps.sh)");
-        let e = Etcd { child, endpoint, _dir: dir };
+        let mut e = Etcd { child, endpoint, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(20);
+        let tail = || {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(10)..].join("\n")
+        };
         while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not start");
+            if matches!(e.child.try_wait(), Ok(Some(_))) {
+                return Err(tail());
+            }
+            assert!(Instant::now() < deadline, "etcd did not start within 20 s; its log:\n{}", tail());
             std::thread::sleep(Duration::from_millis(50));
         }
-        e
+        Ok(e)
     }
 
     /// etcd's process id.
