@@ -2,6 +2,7 @@
 //! it ensures the TLS material, connects to etcd, starts the watch caches, creates the
 //! bootstrap objects and serves HTTPS until the shutdown token fires.
 
+pub mod admission;
 pub mod registry;
 pub mod server;
 pub mod serviceaccount;
@@ -86,6 +87,14 @@ pub struct Options {
     /// revisions are read from etcd (410 Expired once compacted).
     #[arg(long, default_value_t = 1000)]
     pub default_watch_cache_size: usize,
+    /// Admission plugins to turn on besides the default ones, comma-separated. rkube has one,
+    /// ServiceAccount, on by default (namespace lifecycle is always on).
+    #[arg(long, value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plugins to turn off, comma-separated (tests without a controller-manager turn
+    /// off ServiceAccount, since nothing creates the `default` service accounts there).
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -124,6 +133,8 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> anyhow::Result<R
     let cidr =
         Cidr::parse(&opts.service_cluster_ip_range).map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
     let node_ports = parse_port_range(&opts.service_node_port_range)?;
+    let admission = admission::Plugins::from_flags(&opts.enable_admission_plugins, &opts.disable_admission_plugins)
+        .map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind((opts.bind_address, opts.secure_port))
         .await
         .with_context(|| format!("binding {}:{}", opts.bind_address, opts.secure_port))?;
@@ -175,7 +186,7 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> anyhow::Result<R
         node_ports,
         feature_gates: opts.feature_gates.clone(),
     });
-    let store = Store::new(etcd, registry, opts.default_watch_cache_size, &cancel);
+    let store = Store::new(etcd, registry, opts.default_watch_cache_size, admission, &cancel);
     bootstrap(&store, cidr, advertise, addr.port()).await?;
 
     let app = Arc::new(server::App {

@@ -38,6 +38,11 @@ impl TestApiserver {
             "--cert-dir",
             cert_dir.path().to_str().expect("a UTF-8 temp path"),
         ];
+        // As upstream's integration tests do: without a controller-manager nothing creates the
+        // `default` service accounts that the ServiceAccount admission plugin requires of pods.
+        if !extra.iter().any(|a| a.contains("-admission-plugins")) {
+            args.push("--disable-admission-plugins=ServiceAccount");
+        }
         args.extend_from_slice(extra);
         let opts = Options::parse_from(args);
         let cancel = CancellationToken::new();

@@ -12,6 +12,7 @@ mod openapi;
 mod reads;
 mod security;
 mod semantics;
+mod serviceaccount_admission;
 mod serviceaccount_tokens;
 mod storage;
 mod support;

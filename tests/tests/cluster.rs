@@ -96,6 +96,38 @@ fn ready_nodes(c: &TestCluster) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What an in-cluster client reads works: the ServiceAccount admission plugin gave the pod the
+/// `default` service account and a token volume, the kubelet filled it (a bound token from
+/// TokenRequest, the CA from the `kube-root-ca.crt` ConfigMap, the namespace), and the token
+/// authenticates to the apiserver, whose certificate that CA verifies.
+fn in_cluster_credentials_work(c: &TestCluster, pod: &str) {
+    const DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let sa = c.kubectl_ok(&["get", "pod", pod, "-o", "jsonpath={.spec.serviceAccountName}"]);
+    assert_eq!(sa, "default");
+    let ns = c.kubectl_ok(&["exec", pod, "--", "cat", &format!("{DIR}/namespace")]);
+    assert_eq!(ns, "default");
+    let ca = c.kubectl_ok(&["exec", pod, "--", "cat", &format!("{DIR}/ca.crt")]);
+    assert!(ca.contains("BEGIN CERTIFICATE"), "{ca}");
+    let token = c.kubectl_ok(&["exec", pod, "--", "cat", &format!("{DIR}/token")]);
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    let server = c.kubectl_ok(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
+    let ca_file = c.home.path().join("pod-ca.crt");
+    std::fs::write(&ca_file, &ca).expect("write the pod's CA");
+    let get_as = |bearer: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca_file)
+            .args(["-H", &format!("Authorization: Bearer {bearer}")])
+            .arg(format!("{server}/api/v1/namespaces/default/pods/{pod}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get_as(token.trim()), "200", "the pod's token is accepted");
+    assert_eq!(get_as("not-a-token"), "401");
+}
+
 fn all_processes_running(c: &TestCluster) -> bool {
     let status = c.rkube_ok(&["status", "--cluster", &c.name]);
     status.lines().filter(|l| l.contains(" running ") || l.contains(" down ")).all(|l| l.contains(" running "))
@@ -136,6 +168,7 @@ fn lifecycle_create_workloads_stop_start_node_add_delete() {
     assert_eq!(web_node, nodes[1].0);
     let pod_cidr1 = c.record["nodes"][1]["podCidr"].as_str().unwrap().trim_end_matches(".0/24").to_owned();
     assert!(web_ip.starts_with(&format!("{pod_cidr1}.")), "{web_ip} not in {pod_cidr1}");
+    in_cluster_credentials_work(&c, "client");
 
     // pod to pod across nodes, by IP, not NATed (nginx logs the client pod's address)
     let body = c.kubectl_ok(&["exec", "client", "--", "timeout", "5", "wget", "-qO-", &format!("http://{web_ip}/")]);

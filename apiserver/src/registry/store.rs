@@ -29,6 +29,7 @@ pub struct Store {
     pub etcd: Etcd,
     pub registry: Registry,
     caches: HashMap<&'static str, Arc<Cacher>>,
+    admission: crate::admission::Plugins,
 }
 
 /// What a list returns.
@@ -118,7 +119,7 @@ pub fn unknown_fields(orig: &Value, pruned: &Value, path: &str, out: &mut Vec<St
 }
 
 /// Random suffix for generateName, from upstream's alphabet (no vowels, no look-alikes).
-fn name_suffix() -> String {
+pub(crate) fn name_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
@@ -157,7 +158,13 @@ fn same_content(a: &Value, b: &Value) -> bool {
 impl Store {
     /// Opens the store and starts one watch cache per resource; they stop with `cancel`.
     /// `window` is how many recent events each watch cache keeps for watchers that resume.
-    pub fn new(etcd: Etcd, registry: Registry, window: usize, cancel: &CancellationToken) -> Arc<Self> {
+    pub fn new(
+        etcd: Etcd,
+        registry: Registry,
+        window: usize,
+        admission: crate::admission::Plugins,
+        cancel: &CancellationToken,
+    ) -> Arc<Self> {
         let mut caches = HashMap::new();
         for kind in registry.all() {
             let name = kind.info.storage_name();
@@ -167,7 +174,7 @@ impl Store {
                 c
             });
         }
-        Arc::new(Self { etcd, registry, caches })
+        Arc::new(Self { etcd, registry, caches, admission })
     }
 
     pub fn caches_ready(&self) -> bool {
@@ -472,6 +479,47 @@ impl Store {
         }
     }
 
+    /// The ServiceAccount admission plugin's look-up for a new pod: the service account it will
+    /// run as, or None when the plugin does not apply. Namespace lifecycle answers first, as
+    /// upstream orders the plugins.
+    async fn admit_service_account(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        obj: &Value,
+    ) -> Result<Option<Value>, ApiError> {
+        let is_pod = kind.info.group.is_empty() && kind.info.plural == "pods";
+        if !is_pod || !self.admission.service_account || crate::admission::is_mirror_pod(obj) {
+            return Ok(None);
+        }
+        self.check_namespace(kind, ns).await?;
+        let Some(sakind) = self.registry.get("", "serviceaccounts") else { return Ok(None) };
+        let ns = ns.unwrap_or_default();
+        let name = crate::admission::service_account_name(obj);
+        let key = Self::key(&sakind, Some(ns), &name);
+        // upstream: the controller-manager creates `default` just after its namespace, so a pod
+        // created in a new namespace looks for it for up to about two seconds.
+        let attempts = if name == "default" { 10 } else { 1 };
+        let interval = {
+            use rand::Rng;
+            std::time::Duration::from_millis(rand::rng().random_range(100..200))
+        };
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            if let Some(o) = self.cache(&sakind).get(&key) {
+                return Ok(Some(Value::clone(&o)));
+            }
+            // Just created and not yet in the cache: etcd has the last word.
+            if let Some(kv) = self.etcd.get(&key).await.map_err(storage_err)? {
+                return decode(&kv.value, kv.mod_revision).map(Some).map_err(storage_err);
+            }
+        }
+        let pod = meta_str(obj, "name").unwrap_or_default();
+        Err(crate::admission::service_account_not_found(pod, ns, &name))
+    }
+
     /// Records field ownership in `metadata.managedFields` for a write that turned `old` (none
     /// for a create) into `obj`. `requested` is the managedFields the client sent, if any.
     ///
@@ -537,6 +585,7 @@ impl Store {
         let named = m.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
         let requested_managed = m.get("managedFields").cloned();
         let (mut obj, warnings) = self.decode_typed(kind, body, opts.field_validation)?;
+        let service_account = self.admit_service_account(kind, ns, &obj).await?;
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -559,6 +608,9 @@ impl Store {
                 m.remove("generation");
             }
             kind.strategy.default(&mut o);
+            if let Some(sa) = &service_account {
+                crate::admission::mutate_pod(&mut o, sa, &name_suffix());
+            }
             kind.strategy.prepare_for_create(&mut o);
             Self::record_manager(
                 kind,

@@ -40,6 +40,11 @@ pub fn options_with(etcd: &str, cert_dir: &Path, prefix: &str, extra: &[&str]) -
         "--cert-dir",
         cert_dir.to_str().expect("utf-8 path"),
     ];
+    // As upstream's integration tests do: without a controller-manager nothing creates the
+    // `default` service accounts that the ServiceAccount admission plugin requires of pods.
+    if !extra.iter().any(|a| a.contains("-admission-plugins")) {
+        args.push("--disable-admission-plugins=ServiceAccount");
+    }
     args.extend_from_slice(extra);
     rkube_apiserver::Options::parse_from(args)
 }
