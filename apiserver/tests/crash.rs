@@ -43,7 +43,8 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
 async fn kill_9_during_creates_loses_no_acknowledged_write() {
     let etcd = Etcd::start();
     let cert_dir = tempfile::tempdir().expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    // Picked before the server binds it (twice: it restarts on the same port).
+    let port = component_base::testing::free_port();
     let base = format!("https://127.0.0.1:{port}");
     let mut server = spawn_apiserver(&etcd.endpoint, cert_dir.path(), port);
     // The certificates exist once the server answered.

@@ -209,10 +209,11 @@ pub fn default_archives(env: &Env) -> Result<Vec<PathBuf>> {
     }
 }
 
+/// A port for a component that must be told it before binding; below the ephemeral range
+/// (see `component_base::ports`) so that no outgoing connection takes it in between.
 fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| sys::SysError::Io { path: "127.0.0.1:0".into(), source: e })?;
-    Ok(l.local_addr().map_err(|e| sys::SysError::Io { path: "127.0.0.1:0".into(), source: e })?.port())
+    component_base::ports::free_loopback_port()
+        .map_err(|e| sys::SysError::Io { path: "127.0.0.1:0".into(), source: e }.into())
 }
 
 /// Holds an exclusive lock on the state root while a cluster's ranges are picked and claimed,

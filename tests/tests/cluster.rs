@@ -8,8 +8,9 @@ use rkube_e2e::*;
 
 const POD_WAIT: Duration = Duration::from_secs(60);
 
+/// For `kubectl port-forward`, which binds it later.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    component_base::ports::free_loopback_port().expect("a free loopback port")
 }
 
 /// `curl http://127.0.0.1:<port>/` (a kubectl port-forward), as the README's tour does.

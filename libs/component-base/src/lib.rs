@@ -5,6 +5,7 @@ pub mod featuregate;
 pub mod kubeconfig;
 pub mod leaderelection;
 pub mod logging;
+pub mod ports;
 pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -2,14 +2,14 @@
 //! ports, killed on drop and by the kernel if the test process dies. Only built with the
 //! `testing` feature, which only dev-dependencies enable.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released), below the ephemeral range so that no
+/// outgoing connection takes it before the test's server binds it (see [`crate::ports`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port").local_addr().expect("local addr").port()
+    crate::ports::free_loopback_port().expect("bind a free loopback port")
 }
 
 /// Makes the kernel SIGKILL the child when the test process dies, so nothing outlives a
