@@ -81,6 +81,10 @@ async fn pods_get_the_default_service_account_and_a_token_volume() {
     assert_eq!(p["spec"]["serviceAccountName"], "default");
     assert_eq!(p["spec"]["serviceAccount"], "default");
     let name = token_volume(&p);
+    // Admission runs after the field manager, as upstream's: what it added has no owner.
+    let managed = p["metadata"]["managedFields"].to_string();
+    assert!(managed.contains("f:containers") && !managed.contains("kube-api-access"), "{managed}");
+    assert!(!managed.contains("f:serviceAccountName"), "{managed}");
     // What was stored is what was answered.
     let (_, got) = s.get("/api/v1/namespaces/apps/pods/web").await;
     assert_eq!(token_volume(&got), name);

@@ -608,9 +608,6 @@ impl Store {
                 m.remove("generation");
             }
             kind.strategy.default(&mut o);
-            if let Some(sa) = &service_account {
-                crate::admission::mutate_pod(&mut o, sa, &name_suffix());
-            }
             kind.strategy.prepare_for_create(&mut o);
             Self::record_manager(
                 kind,
@@ -621,6 +618,11 @@ impl Store {
                 "Update",
                 None,
             );
+            // Mutating admission after the field manager, as upstream orders them: what the
+            // plugin adds is owned by no manager.
+            if let Some(sa) = &service_account {
+                crate::admission::mutate_pod(&mut o, sa, &name_suffix());
+            }
             let mut errs = self.validate_meta(kind, &o, None);
             errs.extend(kind.strategy.validate(&o));
             if !errs.is_empty() {
