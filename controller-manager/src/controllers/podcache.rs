@@ -8,7 +8,9 @@
 //! reads the whole pod. Its labels are kept apart from the metadata and shared: the pods of
 //! one ReplicaSet all carry the same labels, and a map of even one label is a 540-byte B-tree
 //! node, so equal label maps are one `Arc` ([`intern_labels`]). So are equal specs (the
-//! encoded spec leaves out `nodeName`, which is kept as a fact): pods of one template share one.
+//! encoded spec leaves out `nodeName`, which is kept as a fact, and the random part of the
+//! service account token volume's name, which the apiserver's ServiceAccount admission makes
+//! different for every pod): pods of one template share one.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -72,6 +74,8 @@ pub struct CachedPod {
     pub metadata: ObjectMeta,
     pub labels: Option<Arc<Labels>>,
     node_name: Option<Box<str>>,
+    /// The name of the `kube-api-access-…` volume, which the shared spec calls [`TOKEN_VOLUME`].
+    token_volume: Option<Box<str>>,
     phase: Option<Box<str>>,
     ready: Option<(bool, Option<Timestamp>)>,
     max_restarts: i32,
@@ -92,9 +96,54 @@ enum Body {
 #[error("a cached pod's spec and status do not decode: {0}")]
 pub struct DecodeError(#[from] serde_json::Error);
 
+/// The token volume's name in a shared spec. Not a valid volume name (a DNS label cannot end
+/// in `-`), so no pod's own volume is ever taken for it.
+const TOKEN_VOLUME: &str = "kube-api-access-";
+
+/// Renames volume `from` to `to` in `spec`: the volume and every container's mounts of it.
+fn rename_volume(spec: &mut PodSpec, from: &str, to: &str) {
+    for v in spec.volumes.iter_mut().flatten().filter(|v| v.name == from) {
+        v.name = to.to_string();
+    }
+    let mounts = spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+        .flat_map(|c| c.volume_mounts.iter_mut().flatten());
+    let ephemeral = spec.ephemeral_containers.iter_mut().flatten().flat_map(|c| c.volume_mounts.iter_mut().flatten());
+    for m in mounts.chain(ephemeral).filter(|m| m.name == from) {
+        m.name = to.to_string();
+    }
+}
+
+fn uses_volume_name(spec: &PodSpec, name: &str) -> bool {
+    let mounts = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.volume_mounts.iter().flatten())
+        .chain(spec.ephemeral_containers.iter().flatten().flat_map(|c| c.volume_mounts.iter().flatten()));
+    spec.volumes.iter().flatten().any(|v| v.name == name) || mounts.into_iter().any(|m| m.name == name)
+}
+
 impl CachedPod {
     pub fn new(p: &Pod) -> Self {
-        let spec = p.spec.as_ref().map(|s| serde_json::to_vec(&PodSpec { node_name: None, ..s.clone() }));
+        // A pod that already uses the placeholder's name (possible only if validation let it
+        // through) keeps its spec as it is.
+        let token_volume: Option<Box<str>> = p
+            .spec
+            .as_ref()
+            .filter(|s| !uses_volume_name(s, TOKEN_VOLUME))
+            .and_then(|s| s.volumes.as_ref())
+            .and_then(|vs| vs.iter().find(|v| v.name.starts_with(TOKEN_VOLUME)))
+            .map(|v| v.name.as_str().into());
+        let spec = p.spec.as_ref().map(|s| {
+            let mut shared = PodSpec { node_name: None, ..s.clone() };
+            if let Some(name) = &token_volume {
+                rename_volume(&mut shared, name, TOKEN_VOLUME);
+            }
+            serde_json::to_vec(&shared)
+        });
         let status = p.status.as_ref().map(serde_json::to_vec);
         let body = match (spec.transpose(), status.transpose()) {
             (Ok(spec), Ok(status)) => {
@@ -109,6 +158,7 @@ impl CachedPod {
             metadata: ObjectMeta { labels: None, ..p.metadata.clone() },
             labels: p.metadata.labels.as_ref().map(intern_labels),
             node_name: p.node_name().map(Into::into),
+            token_volume,
             phase: p.phase().map(Into::into),
             ready: p.ready_condition(),
             max_restarts: p.max_restarts(),
@@ -121,10 +171,16 @@ impl CachedPod {
         let (spec, status) = match &self.body {
             Body::Json { spec, status } => {
                 let spec = match spec {
-                    Some(json) => Some(PodSpec {
-                        node_name: self.node_name.as_deref().map(Into::into),
-                        ..serde_json::from_slice(json)?
-                    }),
+                    Some(json) => {
+                        let mut spec = PodSpec {
+                            node_name: self.node_name.as_deref().map(Into::into),
+                            ..serde_json::from_slice(json)?
+                        };
+                        if let Some(name) = &self.token_volume {
+                            rename_volume(&mut spec, TOKEN_VOLUME, name);
+                        }
+                        Some(spec)
+                    }
                     None => None,
                 };
                 (spec, status.as_deref().map(serde_json::from_slice).transpose()?)
@@ -291,6 +347,44 @@ mod tests {
         let lo = CachedPod::new(&other).labels.expect("labels");
         assert!(!Arc::ptr_eq(&la, &lo));
         assert_eq!(*lo, Labels::from([("app".to_string(), "db".to_string())]));
+    }
+
+    #[test]
+    fn pods_of_one_template_share_their_spec_and_keep_their_own_token_volume() {
+        use k8s_openapi::api::core::v1::{Volume, VolumeMount};
+        let with_token = |suffix: &str| {
+            let mut p = pod();
+            let spec = p.spec.as_mut().expect("spec");
+            let name = format!("kube-api-access-{suffix}");
+            spec.volumes = Some(vec![
+                Volume { name: "data".into(), ..Default::default() },
+                Volume { name: name.clone(), ..Default::default() },
+            ]);
+            spec.containers[0].volume_mounts = Some(vec![
+                VolumeMount { name: "data".into(), mount_path: "/data".into(), ..Default::default() },
+                VolumeMount {
+                    name,
+                    mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+                    ..Default::default()
+                },
+            ]);
+            p
+        };
+        let (pa, pb) = (with_token("abcde"), with_token("fghjk"));
+        let (a, b) = (CachedPod::new(&pa), CachedPod::new(&pb));
+        let (Body::Json { spec: Some(sa), .. }, Body::Json { spec: Some(sb), .. }) = (&a.body, &b.body) else {
+            panic!("not encoded: {a:?} {b:?}");
+        };
+        assert!(Arc::ptr_eq(sa, sb));
+        assert_eq!(a.decode().expect("decode"), pa);
+        assert_eq!(b.decode().expect("decode"), pb);
+
+        // A pod already using the placeholder's name is cached as it is.
+        let mut odd = with_token("abcde");
+        odd.spec.as_mut().expect("spec").volumes.as_mut().expect("volumes")[0].name = TOKEN_VOLUME.into();
+        let c = CachedPod::new(&odd);
+        assert!(c.token_volume.is_none());
+        assert_eq!(c.decode().expect("decode"), odd);
     }
 
     #[test]
