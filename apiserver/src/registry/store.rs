@@ -629,7 +629,10 @@ impl Store {
                 return Err(self.invalid(kind, &o, &errs));
             }
             let name = meta_str(&o, "name").unwrap_or_default().to_string();
-            self.check_namespace(kind, ns).await?;
+            // Admission already asked, before the service account look-up.
+            if service_account.is_none() {
+                self.check_namespace(kind, ns).await?;
+            }
             let key = Self::key(kind, ns, &name);
             if opts.dry_run {
                 if self.etcd.get(&key).await.map_err(storage_err)?.is_some() {
