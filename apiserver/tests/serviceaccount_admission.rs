@@ -26,6 +26,15 @@ async fn start(etcd: &Etcd) -> Server {
         .await
 }
 
+/// A server with namespace `ns` and its `default` service account, as the controller-manager
+/// would have made it.
+async fn start_with_default_account(etcd: &Etcd, ns: &str) -> Server {
+    let s = start(etcd).await;
+    create_ns(&s, ns).await;
+    create_sa(&s, ns, json!({"metadata": {"name": "default"}})).await;
+    s
+}
+
 async fn create_ns(s: &Server, ns: &str) {
     let (code, body) = s.post("/api/v1/namespaces", &json!({"metadata": {"name": ns}})).await;
     assert_eq!(code, 201, "{body}");
@@ -67,9 +76,7 @@ fn token_volume(p: &Value) -> String {
 #[tokio::test]
 async fn pods_get_the_default_service_account_and_a_token_volume() {
     let etcd = Etcd::start();
-    let s = start(&etcd).await;
-    create_ns(&s, "apps").await;
-    create_sa(&s, "apps", json!({"metadata": {"name": "default"}})).await;
+    let s = start_with_default_account(&etcd, "apps").await;
 
     let (code, p) = s
         .post(
@@ -153,9 +160,7 @@ async fn a_default_account_created_while_the_pod_waits_is_used() {
 #[tokio::test]
 async fn automount_and_image_pull_secrets_follow_the_pod_then_the_account() {
     let etcd = Etcd::start();
-    let s = start(&etcd).await;
-    create_ns(&s, "apps").await;
-    create_sa(&s, "apps", json!({"metadata": {"name": "default"}})).await;
+    let s = start_with_default_account(&etcd, "apps").await;
     create_sa(
         &s,
         "apps",

@@ -418,16 +418,21 @@ mod tests {
         v.iter().map(|p| p.metadata.name.as_deref().unwrap_or_default()).collect()
     }
 
-    #[test]
-    fn claim_keeps_adopts_releases_and_ignores_others() {
-        let sel = Selector::from_set([("app", "web")]);
-        let pods = [
+    /// One pod of each kind a claim by owner `me` on `app=web` meets.
+    fn mixed_pods() -> [Arc<Pod>; 5] {
+        [
             pod("mine", "web", Some("me")),
             pod("orphan", "web", None),
             pod("stray", "db", Some("me")),
             pod("theirs", "web", Some("other")),
             pod("unrelated", "db", None),
-        ];
+        ]
+    }
+
+    #[test]
+    fn claim_keeps_adopts_releases_and_ignores_others() {
+        let sel = Selector::from_set([("app", "web")]);
+        let pods = mixed_pods();
         let c = claim("me", false, &sel, &pods);
         assert_eq!(names(&c.claimed), ["mine", "orphan"]);
         assert_eq!(names(&c.adopt), ["orphan"]);
@@ -440,13 +445,7 @@ mod tests {
     #[test]
     fn the_pods_a_claim_may_touch_are_all_it_decides_on() {
         let sel = Selector::from_set([("app", "web")]);
-        let pods = [
-            pod("mine", "web", Some("me")),
-            pod("orphan", "web", None),
-            pod("stray", "db", Some("me")),
-            pod("theirs", "web", Some("other")),
-            pod("unrelated", "db", None),
-        ];
+        let pods = mixed_pods();
         let touched: Vec<Arc<Pod>> = pods.iter().filter(|p| claim_may_touch("me", &sel, p.as_ref())).cloned().collect();
         assert_eq!(names(&touched), ["mine", "orphan", "stray", "theirs"]);
         for deleting in [false, true] {
